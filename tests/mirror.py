@@ -304,13 +304,19 @@ def silent_server():
         listener.close()
 
 
+# The sizes the tutorial passes to downloadImages: a mirror serving these runs it unchanged.
+OFFICIAL_SIZES = {"annotations.tar.gz": 19173078, "images.tar.gz": 791918971}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Generate the test dataset and serve it on 127.0.0.1.")
     parser.add_argument("--out", required=True, help="folder to write the archives into")
     parser.add_argument("--port", type=int, default=0, help="port to serve on (0: any free port)")
+    parser.add_argument("--actual-sizes", action="store_true",
+                        help="serve the archives as they are instead of zero-padded to the official sizes")
     args = parser.parse_args(argv)
     make_archives(args.out)
-    with MirrorServer(args.out, args.port) as server:
+    with MirrorServer(args.out, args.port, pad_to=None if args.actual_sizes else OFFICIAL_SIZES) as server:
         print(server.url, flush=True)
         try:
             server.thread.join()

@@ -407,8 +407,7 @@ TUTORIAL = textwrap.dedent("""\
 
 
 def test_the_tutorials_own_sequence_runs_unchanged_against_a_local_mirror(archives, tmp_path):
-    pad_to = {"annotations.tar.gz": 19173078, "images.tar.gz": 791918971}  # the tutorial's literal sizes
-    with mirror.MirrorServer(archives.directory, pad_to=pad_to) as server:
+    with mirror.MirrorServer(archives.directory, pad_to=mirror.OFFICIAL_SIZES) as server:
         server.cut_first("images.tar.gz", 3_000_000)
         result = subprocess.run(
             [sys.executable, "-c", TUTORIAL], cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL,
