@@ -50,10 +50,11 @@ RUN tf_version=$(python -c 'import tensorflow as tf; print(tf.__version__)') \
 RUN groupadd --non-unique --gid "$USER_GID" convnets \
  && useradd --no-log-init --non-unique --uid "$USER_UID" --gid "$USER_GID" \
       --create-home --shell /bin/bash convnets \
- && mkdir -p data logs checkpoints gifs \
- && chown "$USER_UID:$USER_GID" data logs checkpoints gifs
+ && mkdir -p data logs checkpoints gifs figures \
+ && chown "$USER_UID:$USER_GID" data logs checkpoints gifs figures
 
-# Only the project's code: data, logs, checkpoints and GIFs come in as volumes.
+# Only the project's code: data, logs, checkpoints and GIFs come in as volumes
+# (figures/, the demos' two PNGs, too if you mount it; else it stays in the container).
 COPY *.py ./
 
 USER ${USER_UID}:${USER_GID}
