@@ -330,15 +330,16 @@ def breed_key(name):
 def resolve_classes(classes, breeds):
     """Map user-given names onto the breed folders, keeping the user's order."""
     by_key = {breed_key(breed): breed for breed in breeds}
+    valid = ", ".join(sorted(breeds, key=str.lower))
     chosen = []
     for name in classes:
         breed = by_key.get(breed_key(name))
         if breed is None:
-            raise ValueError(f"unknown class {name!r}; valid classes: {', '.join(sorted(breeds))}")
+            raise ValueError(f"unknown class {name!r}; valid classes: {valid}")
         if breed not in chosen:
             chosen.append(breed)
     if not chosen:
-        raise ValueError(f"no classes chosen; valid classes: {', '.join(sorted(breeds))}")
+        raise ValueError(f"no classes chosen; valid classes: {valid}")
     return chosen
 
 

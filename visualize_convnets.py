@@ -15,18 +15,43 @@ The tutorial's steps, in order:
     tensorboard --logdir logs
 """
 import argparse
-import json
+import contextlib
 import math
 import os
 import signal
 import sys
+import tempfile
 import time
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image, ImageDraw
 
 import imFunctions as imf
+
+
+@contextlib.contextmanager
+def native_stderr_held_back():
+    """Hold back what native code writes to stderr; replay it only if the block fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            os.write(2, held.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+# TensorFlow's import logs a screenful of C++ start-up notes before its logging is set up;
+# they would bury a one-line usage error. describe_devices() states what they hint at.
+with native_stderr_held_back():
+    import tensorflow as tf
 
 v1 = tf.compat.v1
 
@@ -151,8 +176,18 @@ def demo_convolution(image, figures_dir):
             outputs = session.run(convolved, {x: grey, w: filters})
     panels = [grey[0, :, :, 0]] + [outputs[0, :, :, k] for k in range(4)]
     path = os.path.join(figures_dir, "convolution_demo.png")
-    save_panels(panels, ["input", "vertical", "horizontal", "diagonal", "blur"], path)
+    save_panels(panels, ["input", "vertical", "horizontal", "diagonal", "blur"], path, shared_scale=False)
     return path
+
+
+def demo_image(args, size=224):
+    """The first readable training image of the first class, at the tutorial's size."""
+    folder = os.path.join(args.data_dir, "train", args.classes[0])
+    for name in sorted(os.listdir(folder)):
+        image = imf.load_image(os.path.join(folder, name), size)
+        if image is not None:
+            return image
+    raise imf.DataError(f"no readable image in {folder} for the demos")
 
 
 def demo_pooling(figures_dir):
@@ -172,12 +207,12 @@ def demo_pooling(figures_dir):
     return path
 
 
-def save_panels(panels, titles, path, cell=None, numbers=False):
-    """Panels side by side, each scaled to [0, 255], titled; numbers written into cells if asked."""
-    low = min(float(p.min()) for p in panels)
-    high = max(float(p.max()) for p in panels)
+def save_panels(panels, titles, path, cell=None, numbers=False, shared_scale=True):
+    """Panels side by side, titled, scaled to [0, 255] together or each on its own."""
     tiles = []
     for panel, title in zip(panels, titles):
+        low, high = (min(float(p.min()) for p in panels), max(float(p.max()) for p in panels)) if shared_scale \
+            else (float(panel.min()), float(panel.max()))
         scale = cell or max(1, 192 // max(panel.shape))
         grey = np.uint8(255 * (panel - low) / (high - low or 1))
         tile = Image.fromarray(grey).resize((panel.shape[1] * scale, panel.shape[0] * scale), Image.NEAREST)
@@ -294,15 +329,22 @@ def conv_variable(graph, scope, name):
 
 
 def build_summaries(loss, accuracy, graph):
-    """Loss, Accuracy, the weights1_1 histogram and a picture of the 32 conv1_1 filters."""
+    """Loss, Accuracy, the weights1_1 histogram and a picture of the 32 conv1_1 filters, merged.
+
+    Raw summary ops take their tag as given: ``tf.summary.scalar("Accuracy")`` would be
+    renamed ``Accuracy_1``, since graph names are unique regardless of case and the
+    tutorial's ``accuracy`` scope holds the name.
+    """
     weights1_1 = conv_variable(graph, "conv1_1", "weights1_1")
-    v1.summary.scalar("Loss", loss)
-    v1.summary.scalar("Accuracy", accuracy)
-    v1.summary.histogram("weights1_1", weights1_1)
-    with tf.name_scope("filter_grid"):
-        grid = filter_grid(weights1_1, rows=4)
-    v1.summary.image("conv1_1_filters", grid, max_outputs=1)
-    return v1.summary.merge_all()
+    with tf.name_scope("summaries"):
+        summaries = [
+            tf.raw_ops.ScalarSummary(tags="Loss", values=loss, name="loss"),
+            tf.raw_ops.ScalarSummary(tags="Accuracy", values=accuracy, name="accuracy"),
+            tf.raw_ops.HistogramSummary(tag="weights1_1", values=weights1_1, name="weights1_1"),
+            tf.raw_ops.ImageSummary(tag="conv1_1_filters", tensor=filter_grid(weights1_1, rows=4),
+                                    max_images=1, name="conv1_1_filters"),
+        ]
+        return v1.summary.merge(summaries, name="merged")
 
 
 def filter_grid(weights, rows, zoom=8):
@@ -427,7 +469,8 @@ def evaluate(session, model, images, labels, batch_size):
 def train(args, dataset, model, seed):
     """Open the session, restore the latest checkpoint if any, and train. Returns the exit status."""
     with model["graph"].as_default():
-        saver = v1.train.Saver(max_to_keep=args.keep_checkpoints, name="full_saver")
+        # Relative paths in the state file keep the folder valid when moved or mounted elsewhere.
+        saver = v1.train.Saver(max_to_keep=args.keep_checkpoints, save_relative_paths=True, name="full_saver")
         snapshot_saver = v1.train.Saver(snapshot_variables(model["graph"]), max_to_keep=None, name="snapshot_saver")
         train_writer = v1.summary.FileWriter(os.path.join(args.logdir, "train"), model["graph"])
         test_writer = v1.summary.FileWriter(os.path.join(args.logdir, "test"))
@@ -515,8 +558,7 @@ def main(argv=None):
     try:
         dataset = prepare_data(args)
         if not args.skip_demos:
-            first_image = np.uint8(np.clip(dataset.train_x[0] + dataset.mean_image, 0, 255))
-            for path in (demo_convolution(first_image, args.figures_dir), demo_pooling(args.figures_dir)):
+            for path in (demo_convolution(demo_image(args), args.figures_dir), demo_pooling(args.figures_dir)):
                 print(f"Wrote {path}")
         previous = read_run(args.checkpoint_dir)
         seed = args.seed if args.seed is not None else (previous or {}).get("seed")

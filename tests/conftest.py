@@ -1,5 +1,8 @@
 """Shared fixtures: the generated dataset, its real HTTP server, and a prepared data folder."""
 import collections
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -35,3 +38,39 @@ def prepared_data_dir(archives, tmp_path_factory):
             imf.maybeExtract(name, data_dir=data_dir)
     imf.sortImages(0.15, data_dir=data_dir)
     return data_dir
+
+
+# --------------------------------------------------------------------------- training runs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+Run = collections.namedtuple("Run", "directory data_dir logdir checkpoint_dir figures_dir stdout")
+
+
+def run_script(script, args, cwd, timeout=600):
+    """One of the project's scripts in a fresh Python, as a user would start it."""
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+def training_args(data_dir, out_dir, **flags):
+    """Command-line arguments of a short training run writing under ``out_dir``."""
+    settings = dict(image_size=64, epochs=3, batch_size=8, summary_every=2, snapshot_every=2,
+                    keep_checkpoints=2, seed=1, data_dir=data_dir, logdir=out_dir / "logs",
+                    checkpoint_dir=out_dir / "checkpoints", figures_dir=out_dir / "figures")
+    settings.update(flags)
+    args = []
+    for name, value in settings.items():
+        args += [f"--{name.replace('_', '-')}"] + ([] if value is True else [value])
+    return args
+
+
+def short_training_run(data_dir, out_dir, **flags):
+    result = run_script("visualize_convnets.py", training_args(data_dir, out_dir, **flags), cwd=out_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return Run(out_dir, data_dir, out_dir / "logs", out_dir / "checkpoints", out_dir / "figures", result.stdout)
+
+
+@pytest.fixture(scope="session")
+def short_run(prepared_data_dir, tmp_path_factory):
+    """A real 3-epoch run at 64 px: 6 steps an epoch, snapshots every 2 steps, 2 checkpoints kept."""
+    return short_training_run(prepared_data_dir, tmp_path_factory.mktemp("run"))

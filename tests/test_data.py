@@ -312,9 +312,7 @@ def test_build_rejects_an_unknown_class_listing_the_valid_ones(prepared_data_dir
     with pytest.raises(ValueError) as error:
         imf.buildDataset(["shiba_inu", "corgi"], image_size=16, data_dir=prepared_data_dir)
 
-    assert str(error.value) == ("unknown class 'corgi'; valid classes: "
-                                "Abyssinian, beagle, Egyptian_Mau, samoyed, shiba_inu".replace(
-                                    "Abyssinian, beagle, Egyptian_Mau", "Abyssinian, Egyptian_Mau, beagle"))
+    assert str(error.value) == "unknown class 'corgi'; valid classes: Abyssinian, beagle, Egyptian_Mau, samoyed, shiba_inu"
 
 
 def test_build_off_a_terminal_without_classes_uses_the_tutorials_breeds(prepared_data_dir, monkeypatch):

@@ -1,0 +1,340 @@
+"""The training run, visualize_convnets.py: graph, summaries, checkpoints, resuming, flags."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import imFunctions as imf
+import visualize_convnets as vc
+from conftest import REPO, run_script, short_training_run, training_args
+
+STEPS_PER_EPOCH = 6  # 44 readable training images of shiba_inu and samoyed, batches of 8
+
+
+def events(logdir, run):
+    """Every (step, tag, value) written to ``logdir/run``, read back with TF's summary iterator."""
+    found = []
+    for name in os.listdir(os.path.join(logdir, run)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, run, name)):
+            for value in event.summary.value:
+                found.append((event.step, value.tag, value))
+    return found
+
+
+def graph_def(logdir):
+    for name in os.listdir(os.path.join(logdir, "train")):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, "train", name)):
+            if event.graph_def:
+                graph = tf.compat.v1.GraphDef()
+                graph.ParseFromString(event.graph_def)
+                return graph
+    return None
+
+
+# --------------------------------------------------------------------------- the graph
+
+def test_graph_has_the_tutorials_placeholders_and_variables():
+    model = vc.build_graph(32, 2)
+
+    assert model["X"].shape.as_list() == [None, 32, 32, 3] and model["Y_"].shape.as_list() == [None, 2]
+    shapes = {v.op.name: v.shape.as_list() for v in model["graph"].get_collection("variables")
+              if "Adam" not in v.op.name and "beta" not in v.op.name}
+    assert shapes == {
+        "conv1_1/weights1_1": [3, 3, 3, 32], "conv1_1/biases1_1": [32],
+        "conv1_2/weights1_2": [3, 3, 32, 32], "conv1_2/biases1_2": [32],
+        "conv2_1/weights2_1": [3, 3, 32, 64], "conv2_1/biases2_1": [64],
+        "conv2_2/weights2_2": [3, 3, 64, 64], "conv2_2/biases2_2": [64],
+        "fc1/weights3_1": [8 * 8 * 64, 512], "fc1/biases3_1": [512],
+        "softmax/weights3_2": [512, 2], "softmax/biases3_2": [2],
+        "global_step": [],
+    }
+
+
+def test_graph_initialises_as_the_tutorial_did():
+    model = vc.build_graph(16, 3, seed=0)
+    with model["graph"].as_default(), tf.compat.v1.Session() as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        values = {v.op.name: session.run(v) for v in tf.compat.v1.trainable_variables()}
+
+    assert np.abs(values["conv2_2/weights2_2"]).max() <= 0.2 + 1e-6  # truncated at two stddevs of 0.1
+    assert 0.08 < values["conv2_2/weights2_2"].std() < 0.1
+    assert not values["conv1_1/biases1_1"].any() and (values["fc1/biases3_1"] == 1).all()
+    assert (values["softmax/biases3_2"] == 1).all()
+
+
+def test_dropout_keeps_the_keep_rate_share_of_activations_scaled_up():
+    model = vc.build_graph(16, 2, seed=0)
+    fc1 = model["graph"].get_tensor_by_name("fc1/relu:0")
+    fc1_dropout = model["graph"].get_tensor_by_name("fc1/dropout/SelectV2:0")
+    images = np.random.default_rng(0).normal(0, 50, (64, 16, 16, 3)).astype(np.float32)
+    with model["graph"].as_default(), tf.compat.v1.Session() as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        before, after = session.run([fc1, fc1_dropout],
+                                    {model["X"]: images, model["keepRate1"]: 1.0, model["keepRate2"]: 0.25})
+
+    active = before > 0
+    kept = active & (after != 0)
+    assert 0.22 < kept.sum() / active.sum() < 0.28
+    np.testing.assert_allclose(after[kept], before[kept] / 0.25, rtol=1e-5)
+
+
+def test_a_tiny_batch_is_overfitted(prepared_data_dir):
+    dataset = imf.loadDataset(["shiba_inu", "samoyed"], 32, prepared_data_dir)
+    picked = [0, 1, 2, 3, len(dataset.train_x) - 1, len(dataset.train_x) - 2]
+    model = vc.build_graph(32, 2, learning_rate=1e-3, seed=0)
+    feed = {model["X"]: dataset.train_x[picked], model["Y_"]: dataset.train_y[picked],
+            model["keepRate1"]: 1.0, model["keepRate2"]: 1.0}
+    with model["graph"].as_default(), tf.compat.v1.Session() as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        losses = [session.run([model["train_step"], model["loss"]], feed)[1] for _ in range(40)]
+        accuracy = session.run(model["accuracy"], feed)
+
+    assert losses[-1] < 0.01 * losses[0] and accuracy == 1.0
+
+
+def test_same_seed_gives_the_same_first_epoch_losses(prepared_data_dir, tmp_path):
+    losses = {}
+    for name, seed in (("a", 7), ("b", 7), ("other", 8)):
+        (tmp_path / name).mkdir()
+        run = short_training_run(prepared_data_dir, tmp_path / name, image_size=32, epochs=1, summary_every=1,
+                                 seed=seed, skip_demos=True)
+        losses[name] = [value.simple_value for _, tag, value in sorted(events(run.logdir, "train"),
+                                                                       key=lambda e: e[0]) if tag == "Loss"]
+
+    assert len(losses["a"]) == STEPS_PER_EPOCH
+    np.testing.assert_allclose(losses["a"], losses["b"], rtol=1e-5)
+    assert not np.allclose(losses["a"], losses["other"], rtol=1e-3)
+
+
+# --------------------------------------------------------------------------- summaries
+
+def test_both_runs_hold_loss_and_accuracy(short_run):
+    for run in ("train", "test"):
+        tags = {tag for _, tag, _ in events(short_run.logdir, run)}
+        assert {"Loss", "Accuracy"} <= tags, run
+
+
+def test_summaries_are_written_every_summary_every_steps(short_run):
+    for run in ("train", "test"):
+        steps = sorted(step for step, tag, _ in events(short_run.logdir, run) if tag == "Loss")
+        assert steps == list(range(2, 3 * STEPS_PER_EPOCH + 1, 2)), run
+
+
+def test_train_run_holds_the_weights1_1_histogram(short_run):
+    histograms = [value.histo for _, tag, value in events(short_run.logdir, "train") if tag == "weights1_1"]
+
+    assert len(histograms) == 9 and histograms[0].num == 3 * 3 * 3 * 32
+
+
+def test_train_run_holds_a_picture_of_the_conv1_1_filters(short_run):
+    pictures = [value.image for _, tag, value in events(short_run.logdir, "train") if tag.startswith("conv1_1_filters")]
+
+    assert len(pictures) == 9
+    decoded = tf.io.decode_png(pictures[-1].encoded_image_string).numpy()
+    assert decoded.shape == (4 * 4 * 8, 8 * 4 * 8, 3)
+
+
+def test_the_graph_in_tensorboard_has_the_tutorials_name_scopes(short_run):
+    scopes = {node.name.split("/")[0] for node in graph_def(short_run.logdir).node}
+
+    assert {"X", "Y_", "keepRate1", "keepRate2", "conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2",
+            "fc1", "softmax", "cross_entropy", "accuracy", "train"} <= scopes
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_real_tensorboard_serves_both_runs_and_their_tags(short_run):
+    port = free_port()
+    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(short_run.logdir),
+                              "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, tags = time.monotonic() + 90, {}
+        while time.monotonic() < deadline and set(tags) != {"train", "test"}:
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as reply:
+                    tags = json.load(reply)
+            except OSError:
+                pass
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as reply:
+            runs = json.load(reply)
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
+
+    assert sorted(runs) == ["test", "train"]
+    assert {"Loss", "Accuracy"} <= set(tags["train"]) and {"Loss", "Accuracy"} <= set(tags["test"])
+
+
+# --------------------------------------------------------------------------- output
+
+def test_prints_the_tutorials_lines_each_epoch(short_run):
+    lines = short_run.stdout.splitlines()
+
+    for epoch in (1, 2, 3):
+        assert any(line.startswith(f"Epoch number {epoch} Training Accuracy: ") for line in lines)
+    assert len([line for line in lines if line.startswith("Test Set Accuracy: ")]) == 3
+
+
+def test_says_it_trains_on_the_cpu_when_there_is_no_gpu(short_run):
+    assert "No GPU visible to TensorFlow: training on the CPU" in short_run.stdout.splitlines()
+
+
+def test_demos_write_the_convolution_and_pooling_figures(short_run):
+    for name in ("convolution_demo.png", "pooling_demo.png"):
+        with Image.open(short_run.figures_dir / name) as figure:
+            assert figure.width > 2 * figure.height, name
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def test_keeps_the_last_few_full_checkpoints(short_run):
+    state = tf.train.get_checkpoint_state(str(short_run.checkpoint_dir))
+
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ["model.ckpt-12", "model.ckpt-18"]
+
+
+def test_a_full_checkpoint_restores_into_a_fresh_graph(short_run):
+    model = vc.build_graph(64, 2)
+    reader = tf.train.load_checkpoint(str(short_run.checkpoint_dir / "model.ckpt-18"))
+    with model["graph"].as_default(), tf.compat.v1.Session() as session:
+        tf.compat.v1.train.Saver().restore(session, str(short_run.checkpoint_dir / "model.ckpt-18"))
+        step, filters = session.run([model["global_step"], model["filter1_1"]])
+
+    assert step == 18
+    np.testing.assert_array_equal(filters, reader.get_tensor("conv1_1/weights1_1"))
+
+
+def test_filter_snapshots_are_taken_every_snapshot_every_steps(short_run):
+    snapshots = sorted(int(name.split("-")[1].split(".")[0])
+                       for name in os.listdir(short_run.checkpoint_dir / "snapshots") if name.endswith(".index"))
+
+    assert snapshots == list(range(0, 19, 2))
+
+
+def test_a_filter_snapshot_holds_only_the_conv_layers_and_is_under_1_mb(short_run):
+    prefix = short_run.checkpoint_dir / "snapshots" / "filters-18"
+    names = set(tf.train.load_checkpoint(str(prefix)).get_variable_to_shape_map())
+    size = sum(os.path.getsize(short_run.checkpoint_dir / "snapshots" / f)
+               for f in os.listdir(short_run.checkpoint_dir / "snapshots") if f.startswith("filters-18."))
+
+    assert names == {f"{scope}/{kind}{scope[4:]}" for scope in ("conv1_1", "conv1_2", "conv2_1", "conv2_2")
+                     for kind in ("weights", "biases")}
+    assert size < 1_000_000
+
+
+def test_the_checkpoint_folder_describes_its_run(short_run):
+    run = json.loads((short_run.checkpoint_dir / "run.json").read_text())
+    mean_image = np.load(short_run.checkpoint_dir / "mean_image.npy")
+    dataset = imf.loadDataset(["shiba_inu", "samoyed"], 64, short_run.data_dir)
+
+    assert (run["classes"], run["image_size"], run["seed"]) == (["shiba_inu", "samoyed"], 64, 1)
+    np.testing.assert_allclose(mean_image, dataset.mean_image)
+
+
+def copy_run(run, directory):
+    """A second run folder holding ``run``'s checkpoints, with its own logs."""
+    directory.mkdir()
+    shutil.copytree(run.checkpoint_dir, directory / "checkpoints")
+    return directory
+
+
+def test_a_resumed_run_continues_up_to_its_total_epochs(short_run, tmp_path):
+    directory = copy_run(short_run, tmp_path / "more")
+
+    resumed = short_training_run(short_run.data_dir, directory, epochs=4, skip_demos=True)
+
+    assert f"Resumed from {directory / 'checkpoints' / 'model.ckpt-18'} at global step 18 (epoch 4)" in resumed.stdout
+    assert "Epoch number 3 " not in resumed.stdout and "Epoch number 4 " in resumed.stdout
+    assert resumed.stdout.splitlines()[-1] == "Training finished: 4 epochs, global step 24"
+
+
+def test_an_unreadable_latest_checkpoint_falls_back_to_the_one_before(short_run, tmp_path):
+    directory = copy_run(short_run, tmp_path / "damaged")
+    (directory / "checkpoints" / "model.ckpt-18.data-00000-of-00001").write_bytes(b"damaged")
+
+    result = run_script("visualize_convnets.py", training_args(short_run.data_dir, directory, skip_demos=True),
+                        cwd=directory)
+
+    assert result.returncode == 0, result.stderr
+    assert "Warning: checkpoint" in result.stderr and "model.ckpt-18 is unreadable" in result.stderr
+    assert "at global step 12 (epoch 3)" in result.stdout
+    assert result.stdout.splitlines()[-1] == "Training finished: 3 epochs, global step 18"
+
+
+def test_sigterm_saves_a_checkpoint_and_the_next_run_continues_from_it(prepared_data_dir, tmp_path):
+    args = training_args(prepared_data_dir, tmp_path, epochs=1000, skip_demos=True)
+    training = subprocess.Popen([sys.executable, os.path.join(REPO, "visualize_convnets.py"), *map(str, args)],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    output = []
+    for line in training.stdout:
+        output.append(line)
+        if line.startswith("Saved checkpoint"):
+            training.send_signal(signal.SIGTERM)
+            break
+    output += training.stdout.readlines()
+    assert training.wait(timeout=120) == 128 + signal.SIGTERM
+    stopped_at = int(output[-2].rsplit(" ", 1)[1])  # "Stopping on SIGTERM at global step N"
+    assert output[-1].strip().endswith(f"model.ckpt-{stopped_at}") and stopped_at > STEPS_PER_EPOCH
+
+    finish_epoch = stopped_at // STEPS_PER_EPOCH + 1
+    resumed = short_training_run(prepared_data_dir, tmp_path, epochs=finish_epoch, skip_demos=True)
+
+    assert f"at global step {stopped_at} (epoch {finish_epoch})" in resumed.stdout
+    assert resumed.stdout.splitlines()[-1] == (
+        f"Training finished: {finish_epoch} epochs, global step {finish_epoch * STEPS_PER_EPOCH}")
+
+
+def test_the_data_order_of_an_epoch_is_the_same_when_it_is_rerun():
+    assert vc.epoch_order(5, 3, 40).tolist() == vc.epoch_order(5, 3, 40).tolist()
+    assert vc.epoch_order(5, 3, 40).tolist() != vc.epoch_order(5, 4, 40).tolist()
+
+
+# --------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("flags, message", [
+    (["--classes", "shiba_inu", "corgi"], "unknown class 'corgi'; valid classes: Abyssinian, american_bulldog,"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    (["--test-fraction", "1"], "--test-fraction must be between 0 and 1 (exclusive), got 1.0"),
+    (["--test-fraction", "0"], "--test-fraction must be between 0 and 1 (exclusive), got 0.0"),
+    (["--keep-conv", "0"], "--keep-conv must be in (0, 1], got 0.0"),
+    (["--keep-fc", "1.5"], "--keep-fc must be in (0, 1], got 1.5"),
+    (["--logdir", "a_file/logs"], "cannot write to a_file/logs: "),
+    (["--checkpoint-dir", "a_file/checkpoints"], "cannot write to a_file/checkpoints: "),
+    (["--batch-size", "ten"], "argument --batch-size: invalid int value: 'ten'"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(flags, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("in the way")
+
+    with pytest.raises(SystemExit) as exit_status:
+        vc.main(flags)
+
+    error = capsys.readouterr().err
+    assert exit_status.value.code == 2
+    assert error.count("\n") == 1 and error.startswith(f"{os.path.basename(sys.argv[0])}: error: {message}")
+    assert os.listdir(tmp_path) == ["a_file"]
+
+
+def test_bad_input_from_the_command_line_prints_only_the_error(tmp_path):
+    result = run_script("visualize_convnets.py", ["--keep-fc", "0"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr == "visualize_convnets.py: error: --keep-fc must be in (0, 1], got 0.0\n"
+    assert os.listdir(tmp_path) == []
