@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Make a local stand-in for the Dockerfile's TensorFlow base image, for machines
-# that have an engine but no registry: a minimal Debian bookworm (Python 3.11,
-# as in the official tensorflow/tensorflow 2.21 images) with the CPU-capable
-# `tensorflow` wheel installed system-wide by root, tagged with the given names.
+# that have an engine but no registry: a minimal Debian bookworm with the
+# CPU-capable `tensorflow` wheel installed system-wide by root, tagged with the
+# given names. Its Python is 3.11.2; the official 2.21 images ship Ubuntu 22.04's
+# 3.11.0rc1 (tensorflow/tensorflow#82529). Both are 3.11, which numpy 2.4 and
+# scipy 1.17 need, and both predate tarfile's extraction filters (3.11.4), so
+# code that needs those fails here as it would in the real image.
 #
 #   usage: DOCKER_HOST=unix://... docker/build-standin-base.sh TAG [TAG...]
 #   e.g.   docker/build-standin-base.sh tensorflow/tensorflow:2.21.0-gpu
