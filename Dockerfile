@@ -17,11 +17,6 @@ ARG TF_TAG=2.21.0-gpu
 FROM tensorflow/tensorflow:${TF_TAG}
 
 ARG TF_TAG
-# Files written to mounted folders belong to this uid/gid: build with your own
-# (--build-arg USER_UID=$(id -u) --build-arg USER_GID=$(id -g)).
-ARG USER_UID=1000
-ARG USER_GID=1000
-
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -45,6 +40,11 @@ RUN tf_version=$(python -c 'import tensorflow as tf; print(tf.__version__)') \
  && python -m pip install -r requirements.txt -c /tmp/base-constraints.txt \
  && rm /tmp/base-constraints.txt /tmp/cuda-constraints.txt
 
+# Files written to mounted folders belong to this uid/gid: build with your own
+# (--build-arg USER_UID=$(id -u) --build-arg USER_GID=$(id -g)).
+ARG USER_UID=1000
+ARG USER_GID=1000
+# Declared here, not at the top: changing them reuses the cached pip layers.
 # --no-log-init: a large uid would otherwise grow /var/log/faillog to gigabytes.
 # --non-unique: some bases already own uid/gid 1000.
 RUN groupadd --non-unique --gid "$USER_GID" convnets \
