@@ -17,7 +17,10 @@ ARG TF_TAG=2.21.0-gpu
 FROM tensorflow/tensorflow:${TF_TAG}
 
 ARG TF_TAG
-ENV PYTHONUNBUFFERED=1 \
+# With --gpus all the NVIDIA runtime mounts the driver's compute libraries only if
+# the image asks for them; set here so that holds whatever the base sets.
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
