@@ -1,0 +1,327 @@
+"""Filter-evolution GIFs and feature maps from the training run's checkpoints.
+
+Training (visualize_convnets.py) saves the four conv layers' weights and biases every
+--snapshot-every steps under <checkpoint-dir>/snapshots/. This script reads them in
+global-step order with TensorFlow's checkpoint reader and animates them, so it can run
+while training goes on, after it, or in another container on the mounted folder:
+
+    python filter_gif.py --checkpoint-dir checkpoints --out gifs
+        one GIF per layer of its filters (and a PNG of the last frame): conv1_1 as RGB
+        kernels, deeper layers one greyscale kernel per output channel, the mean over its
+        input channels (--input-channel C shows one input channel instead)
+    python filter_gif.py --image dog.jpg
+        the tutorial's GIF: the image's feature maps in conv1_2 and conv2_2 at every
+        snapshot, two channels side by side (--channels), plus one PNG per conv and pool
+        layer of the feature maps at the latest full checkpoint
+
+Pixel values are scaled with one normalisation for all frames of a layer, so change shows
+as change (--per-frame-norm scales each frame on its own).
+"""
+import argparse
+import math
+import os
+import re
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+from PIL import Image, ImageDraw
+
+import imFunctions as imf
+import visualize_convnets as vc
+from visualize_convnets import tf, v1
+
+CONV_CHANNELS = {scope: (in_channels, out_channels) for scope, _, in_channels, out_channels in vc.CONV_LAYERS}
+SUFFIX = {scope: suffix for scope, suffix, _, _ in vc.CONV_LAYERS}
+HEADER = 14  # pixels above each frame for the layer name and global step
+GAP = 2
+
+
+class UsageError(Exception):
+    """Bad input: one line, exit status 2."""
+
+
+def build_parser():
+    parser = vc.OneLineParser(description=__doc__.split("\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint-dir", default="checkpoints", help="the training run's checkpoint folder")
+    parser.add_argument("--out", default="gifs", help="folder for the GIFs and PNGs")
+    parser.add_argument("--layers", nargs="+", default=["conv1_1", "conv1_2", "conv2_2"],
+                        help="conv layers whose filters to animate")
+    parser.add_argument("--fps", type=float, default=10.0, help="frames per second")
+    parser.add_argument("--every", type=int, default=1, help="use every K-th snapshot")
+    parser.add_argument("--scale", type=int, default=12, help="pixels per kernel weight (nearest neighbour)")
+    parser.add_argument("--input-channel", type=int, default=None,
+                        help="show this input channel of deeper layers' kernels instead of their mean")
+    parser.add_argument("--per-frame-norm", action="store_true", help="normalise each frame on its own")
+    parser.add_argument("--image", default=None, help="an image whose feature maps to animate")
+    parser.add_argument("--feature-layers", nargs="+", default=["conv1_2", "conv2_2"],
+                        help="layers whose feature maps --image animates")
+    parser.add_argument("--channels", nargs="+", default=["0", "1"],
+                        help="feature-map channels side by side, or 'all' for a grid of every channel")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        validate(args)
+    except UsageError as error:
+        parser.error(str(error))
+    return args
+
+
+def validate(args):
+    for name in ("every", "scale"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not args.fps > 0:
+        raise UsageError(f"--fps must be positive, got {args.fps}")
+    for layer in args.layers:
+        if layer not in CONV_CHANNELS:
+            raise UsageError(f"unknown layer {layer!r}; available: {', '.join(CONV_CHANNELS)}")
+    deepest_input = min(CONV_CHANNELS[layer][0] for layer in args.layers if layer != "conv1_1") \
+        if set(args.layers) - {"conv1_1"} else None
+    if args.input_channel is not None and deepest_input is not None and not 0 <= args.input_channel < deepest_input:
+        raise UsageError(f"--input-channel must be in 0..{deepest_input - 1}, got {args.input_channel}")
+    for layer in args.feature_layers:
+        if layer not in vc.FEATURE_LAYERS:
+            raise UsageError(f"unknown feature layer {layer!r}; available: {', '.join(vc.FEATURE_LAYERS)}")
+    if args.channels != ["all"]:
+        fewest = min(feature_channels(layer) for layer in args.feature_layers)
+        for channel in args.channels:
+            if not channel.isdigit() or int(channel) >= fewest:
+                raise UsageError(f"--channels takes channel numbers 0..{fewest - 1} or 'all', got {channel!r}")
+    vc.check_writable(args.out)
+
+
+def feature_channels(layer):
+    """Channels of a conv or pool layer's output (a pool keeps its conv's channels)."""
+    return CONV_CHANNELS[layer if layer.startswith("conv") else f"conv{layer[4]}_2"][1]
+
+
+# --------------------------------------------------------------------------- snapshots
+
+def find_snapshots(checkpoint_dir):
+    """``[(global step, prefix)]`` of every snapshot whose index is written, oldest first."""
+    folder = os.path.join(checkpoint_dir, vc.SNAPSHOT_DIR)
+    if not os.path.isdir(folder):
+        raise UsageError(f"no filter snapshots in {folder}: train first (python visualize_convnets.py)")
+    found = []
+    for name in os.listdir(folder):
+        match = re.fullmatch(rf"{vc.SNAPSHOT_NAME}-(\d+)\.index", name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(folder, name[:-len(".index")])))
+    if not found:
+        raise UsageError(f"no filter snapshots in {folder}: train first (python visualize_convnets.py)")
+    return sorted(found)
+
+
+def read_conv_params(prefix):
+    """``{scope: (weights, biases)}`` of a checkpoint, or None while it is missing or half-written."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        return {scope: (reader.get_tensor(f"{scope}/weights{SUFFIX[scope]}"),
+                        reader.get_tensor(f"{scope}/biases{SUFFIX[scope]}"))
+                for scope in CONV_CHANNELS}
+    except (tf.errors.OpError, ValueError, IndexError, OSError):  # IndexError: a short data file
+        return None
+
+
+def load_snapshots(checkpoint_dir, every):
+    """Every ``every``-th readable snapshot as ``[(step, params)]``; unreadable ones are skipped."""
+    snapshots, skipped = [], []
+    for step, prefix in find_snapshots(checkpoint_dir)[::every]:
+        params = read_conv_params(prefix)
+        if params is None:
+            skipped.append(os.path.basename(prefix))
+        else:
+            snapshots.append((step, params))
+    if skipped:
+        print(f"Warning: skipped {len(skipped)} unreadable snapshot(s): {', '.join(skipped)}", file=sys.stderr)
+    if not snapshots:
+        raise UsageError(f"no readable filter snapshots in {os.path.join(checkpoint_dir, vc.SNAPSHOT_DIR)}")
+    return snapshots
+
+
+# --------------------------------------------------------------------------- drawing
+
+def kernel_tiles(weights, input_channel=None):
+    """[3, 3, in, out] kernels as [out, 3, 3, c] tiles: RGB for 3 inputs, else one grey channel."""
+    tiles = np.transpose(weights, (3, 0, 1, 2))
+    if tiles.shape[-1] == 3:
+        return tiles
+    if input_channel is not None:
+        return tiles[..., input_channel:input_channel + 1]
+    return tiles.mean(axis=-1, keepdims=True)
+
+
+def to_uint8(values, low, high):
+    return np.uint8(np.clip(255.0 * (values - low) / max(high - low, 1e-12), 0, 255))
+
+
+def tile_grid(tiles, zoom, columns):
+    """[n, h, w, c] uint8 tiles zoomed by nearest neighbour into a grid with gaps; RGB out."""
+    count, height, width, _ = tiles.shape
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    zoomed = tiles.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    if zoomed.shape[-1] == 1:
+        zoomed = zoomed.repeat(3, axis=-1)
+    cell_h, cell_w = height * zoom + GAP, width * zoom + GAP
+    grid = np.full((rows * cell_h + GAP, columns * cell_w + GAP, 3), 255, np.uint8)
+    for index in range(count):
+        top, left = GAP + (index // columns) * cell_h, GAP + (index % columns) * cell_w
+        grid[top:top + height * zoom, left:left + width * zoom] = zoomed[index]
+    return grid
+
+
+def titled(grid, text):
+    frame = Image.new("RGB", (grid.shape[1], grid.shape[0] + HEADER), "white")
+    frame.paste(Image.fromarray(grid), (0, HEADER))
+    ImageDraw.Draw(frame).text((GAP, 1), text, fill="black")
+    return np.asarray(frame)
+
+
+def write_gif(path, frames, fps, hold_last_ms=2000):
+    """uint8 frames as a looping GIF; imageio takes ``duration`` in ms, not ``fps``."""
+    frame_ms = 1000.0 / fps
+    durations = [frame_ms] * (len(frames) - 1) + [max(frame_ms, hold_last_ms)]
+    iio.imwrite(path, np.stack(frames), extension=".gif", duration=durations, loop=0)
+
+
+def limits(values_per_frame, per_frame):
+    """One (low, high) for all frames, or one per frame."""
+    if per_frame:
+        return [(float(v.min()), float(v.max())) for v in values_per_frame]
+    low = min(float(v.min()) for v in values_per_frame)
+    high = max(float(v.max()) for v in values_per_frame)
+    return [(low, high)] * len(values_per_frame)
+
+
+# --------------------------------------------------------------------------- filter GIFs
+
+def filter_gifs(args, snapshots):
+    """One GIF (and a PNG of its last frame) per layer of its kernels through training."""
+    written = []
+    for layer in args.layers:
+        tiles = [kernel_tiles(params[layer][0], None if layer == "conv1_1" else args.input_channel)
+                 for _, params in snapshots]
+        frames = [titled(tile_grid(to_uint8(t, low, high), args.scale, columns=8), f"{layer}  step {step}")
+                  for t, (low, high), (step, _) in zip(tiles, limits(tiles, args.per_frame_norm), snapshots)]
+        written += save_animation(args.out, layer, frames, args.fps)
+    return written
+
+
+def save_animation(out, name, frames, fps):
+    os.makedirs(out, exist_ok=True)
+    gif, png = os.path.join(out, f"{name}.gif"), os.path.join(out, f"{name}.png")
+    write_gif(gif, frames, fps)
+    Image.fromarray(frames[-1]).save(png)
+    return [gif, png]
+
+
+# --------------------------------------------------------------------------- feature maps
+
+class FeatureMaps:
+    """The conv stack of visualize_convnets on placeholders, so any snapshot's values can be fed."""
+
+    def __init__(self, image_size):
+        self.graph = tf.Graph()
+        self.params = {}
+        with self.graph.as_default():
+            self.images = v1.placeholder(tf.float32, [None, image_size, image_size, 3], name="X")
+            self.layers, _ = vc.conv_stack(self.images, self._placeholders)
+        self.session = v1.Session(graph=self.graph)
+
+    def _placeholders(self, suffix, in_channels, out_channels):
+        weights = v1.placeholder(tf.float32, [3, 3, in_channels, out_channels], name=f"weights{suffix}")
+        biases = v1.placeholder(tf.float32, [out_channels], name=f"biases{suffix}")
+        self.params[f"conv{suffix}"] = (weights, biases)
+        return weights, biases
+
+    def __call__(self, image, params, layers):
+        """``{layer: [h, w, channels]}`` of one prepared image under ``params``."""
+        feed = {self.images: image[None]}
+        for scope, (weights, biases) in self.params.items():
+            feed[weights], feed[biases] = params[scope]
+        values = self.session.run({layer: self.layers[layer] for layer in layers}, feed)
+        return {layer: value[0] for layer, value in values.items()}
+
+
+def prepare_image(path, checkpoint_dir):
+    """The image as training saw it: resized, the training mean subtracted."""
+    run = vc.read_run(checkpoint_dir)
+    mean_path = os.path.join(checkpoint_dir, vc.MEAN_FILE)
+    if run is None or not os.path.exists(mean_path):
+        raise UsageError(f"{checkpoint_dir} lacks {vc.RUN_FILE} or {vc.MEAN_FILE}: not a training checkpoint folder")
+    picture = imf.load_image(path, run["image_size"])
+    if picture is None:
+        raise UsageError(f"cannot read image {path}")
+    return picture.astype(np.float32) - np.load(mean_path), run["image_size"]
+
+
+def channel_maps(maps, channels):
+    """[channels, h, w, 1] of the chosen channels of one [h, w, c] feature map."""
+    chosen = range(maps.shape[-1]) if channels == ["all"] else [int(c) for c in channels]
+    return np.transpose(maps[..., list(chosen)], (2, 0, 1))[..., None]
+
+
+def feature_gifs(args, snapshots, image, image_size, network):
+    """The tutorial's GIF: the image's chosen feature maps at every snapshot."""
+    stem = os.path.splitext(os.path.basename(args.image))[0]
+    maps = [network(image, params, args.feature_layers) for _, params in snapshots]
+    written = []
+    for layer in args.feature_layers:
+        chosen = [channel_maps(m[layer], args.channels) for m in maps]
+        zoom = max(1, image_size // chosen[0].shape[1])
+        columns = len(chosen[0]) if args.channels != ["all"] else 8
+        frames = [titled(tile_grid(to_uint8(c, low, high), zoom, columns), f"{layer}  step {step}")
+                  for c, (low, high), (step, _) in zip(chosen, limits(chosen, args.per_frame_norm), snapshots)]
+        written += save_animation(args.out, f"{stem}_{layer}", frames, args.fps)
+    return written
+
+
+def feature_pngs(args, image, image_size, network):
+    """Every conv and pool layer's feature maps at the latest full checkpoint, one PNG each."""
+    latest = tf.train.latest_checkpoint(args.checkpoint_dir)
+    params = read_conv_params(latest) if latest else None
+    if params is None:
+        step, params = load_snapshots(args.checkpoint_dir, 1)[-1]
+        print(f"No readable full checkpoint: feature maps from the snapshot of step {step}", file=sys.stderr)
+    else:
+        step = int(latest.rsplit("-", 1)[1])
+    maps = network(image, params, vc.FEATURE_LAYERS)
+    stem = os.path.splitext(os.path.basename(args.image))[0]
+    written = []
+    for layer in vc.FEATURE_LAYERS:
+        tiles = channel_maps(maps[layer], ["all"])
+        zoom = max(1, image_size // 2 // tiles.shape[1])
+        grid = tile_grid(to_uint8(tiles, float(tiles.min()), float(tiles.max())), zoom, columns=8)
+        path = os.path.join(args.out, f"{stem}_features_{layer}.png")
+        Image.fromarray(titled(grid, f"{layer}  step {step}")).save(path)
+        written.append(path)
+    return written
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        snapshots = load_snapshots(args.checkpoint_dir, args.every)
+        if args.image:
+            image, image_size = prepare_image(args.image, args.checkpoint_dir)
+        written = filter_gifs(args, snapshots)
+        if args.image:
+            network = FeatureMaps(image_size)
+            written += feature_gifs(args, snapshots, image, image_size, network)
+            written += feature_pngs(args, image, image_size, network)
+    except UsageError as error:
+        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(snapshots)} snapshots, steps {snapshots[0][0]} to {snapshots[-1][0]}: wrote {', '.join(written)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""filter_gif.py: GIFs of filters and feature maps from a real short training run's snapshots."""
+import os
+import shutil
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import filter_gif as fg
+import imFunctions as imf
+from conftest import run_script
+
+SNAPSHOT_STEPS = list(range(0, 19, 2))  # the short run snapshots every 2 of its 18 steps
+SCALE = 12
+
+
+def frames_of(path):
+    return iio.imread(path, index=None)
+
+
+def tile(frame, index, height, width, zoom, columns):
+    """The pixels of tile ``index`` in a frame drawn by filter_gif's grid layout."""
+    top = fg.HEADER + fg.GAP + (index // columns) * (height * zoom + fg.GAP)
+    left = fg.GAP + (index % columns) * (width * zoom + fg.GAP)
+    return frame[top:top + height * zoom:zoom, left:left + width * zoom:zoom]
+
+
+def snapshot_kernels(run, layer, step):
+    weights = tf.train.load_checkpoint(str(run.checkpoint_dir / "snapshots" / f"filters-{step}"))
+    return weights.get_tensor(f"{layer}/weights{layer[4:]}")
+
+
+@pytest.fixture(scope="module")
+def gifs(short_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gifs")
+    image = short_run.data_dir / "test" / "samoyed" / sorted(os.listdir(short_run.data_dir / "test" / "samoyed"))[0]
+    assert fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(out), "--image", str(image)]) == 0
+    return out, image
+
+
+# --------------------------------------------------------------------------- filter GIFs
+
+def test_one_gif_and_one_last_frame_png_per_layer(gifs):
+    out, _ = gifs
+
+    for layer in ("conv1_1", "conv1_2", "conv2_2"):
+        assert len(frames_of(out / f"{layer}.gif")) == len(SNAPSHOT_STEPS)
+        assert (out / f"{layer}.png").exists()
+
+
+def test_frame_size_matches_the_grid_of_the_layers_filters(gifs):
+    out, _ = gifs
+    cell = 3 * SCALE + fg.GAP
+
+    assert frames_of(out / "conv1_1.gif").shape[1:] == (fg.HEADER + 4 * cell + fg.GAP, 8 * cell + fg.GAP, 3)
+    assert frames_of(out / "conv2_2.gif").shape[1:] == (fg.HEADER + 8 * cell + fg.GAP, 8 * cell + fg.GAP, 3)
+
+
+def test_first_and_last_frames_differ(gifs):
+    frames = frames_of(gifs[0] / "conv1_1.gif")
+
+    assert not np.array_equal(frames[0], frames[-1])
+
+
+def test_the_gif_loops_and_holds_its_last_frame(gifs):
+    with Image.open(gifs[0] / "conv1_1.gif") as gif:
+        durations = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            durations.append(gif.info["duration"])
+        loop = gif.info["loop"]
+
+    assert loop == 0
+    assert durations[:-1] == [100] * (len(SNAPSHOT_STEPS) - 1) and durations[-1] == 2000
+
+
+def test_conv1_1_kernels_are_drawn_in_rgb_with_one_scale_for_all_frames(short_run, gifs):
+    last = np.asarray(Image.open(gifs[0] / "conv1_1.png"))
+    all_kernels = [snapshot_kernels(short_run, "conv1_1", step) for step in SNAPSHOT_STEPS]
+    low, high = min(k.min() for k in all_kernels), max(k.max() for k in all_kernels)
+
+    expected = fg.to_uint8(all_kernels[-1][..., 5], low, high)  # kernel 5: [3, 3, rgb]
+    np.testing.assert_array_equal(tile(last, 5, 3, 3, SCALE, 8), expected)
+
+
+def test_deeper_kernels_are_grey_means_over_their_input_channels(short_run, gifs):
+    last = np.asarray(Image.open(gifs[0] / "conv1_2.png"))
+    means = [snapshot_kernels(short_run, "conv1_2", step).mean(axis=2) for step in SNAPSHOT_STEPS]
+    low, high = min(m.min() for m in means), max(m.max() for m in means)
+
+    pixels = tile(last, 7, 3, 3, SCALE, 8)
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
+    np.testing.assert_array_equal(pixels[..., 0], fg.to_uint8(means[-1][..., 7], low, high))
+
+
+def test_input_channel_shows_that_channel_instead_of_the_mean(short_run, tmp_path):
+    fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path), "--layers", "conv2_2",
+             "--input-channel", "5"])
+    kernels = [snapshot_kernels(short_run, "conv2_2", step)[:, :, 5, :] for step in SNAPSHOT_STEPS]
+    low, high = min(k.min() for k in kernels), max(k.max() for k in kernels)
+
+    last = np.asarray(Image.open(tmp_path / "conv2_2.png"))
+    np.testing.assert_array_equal(tile(last, 3, 3, 3, SCALE, 8)[..., 0], fg.to_uint8(kernels[-1][..., 3], low, high))
+
+
+def test_per_frame_norm_scales_each_frame_on_its_own(short_run, tmp_path):
+    fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path), "--layers", "conv1_1",
+             "--per-frame-norm"])
+    kernels = snapshot_kernels(short_run, "conv1_1", SNAPSHOT_STEPS[-1])
+
+    last = np.asarray(Image.open(tmp_path / "conv1_1.png"))
+    np.testing.assert_array_equal(tile(last, 5, 3, 3, SCALE, 8),
+                                  fg.to_uint8(kernels[..., 5], kernels.min(), kernels.max()))
+
+
+def test_every_k_takes_every_kth_snapshot(short_run, tmp_path):
+    fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path), "--layers", "conv1_1",
+             "--every", "3"])
+
+    assert len(frames_of(tmp_path / "conv1_1.gif")) == len(SNAPSHOT_STEPS[::3])
+
+
+def copied_checkpoints(run, tmp_path):
+    shutil.copytree(run.checkpoint_dir, tmp_path / "checkpoints")
+    return tmp_path / "checkpoints"
+
+
+def test_a_truncated_snapshot_is_skipped_and_the_rest_animated(short_run, tmp_path, capsys):
+    checkpoints = copied_checkpoints(short_run, tmp_path)
+    (checkpoints / "snapshots" / "filters-8.data-00000-of-00001").write_bytes(b"half")
+
+    status = fg.main(["--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "out"), "--layers", "conv1_1"])
+
+    assert status == 0
+    assert len(frames_of(tmp_path / "out" / "conv1_1.gif")) == len(SNAPSHOT_STEPS) - 1
+    assert "Warning: skipped 1 unreadable snapshot(s): filters-8" in capsys.readouterr().err
+
+
+def test_a_snapshot_still_being_written_is_left_out(short_run, tmp_path):
+    checkpoints = copied_checkpoints(short_run, tmp_path)
+    os.remove(checkpoints / "snapshots" / "filters-18.index")  # TF writes the index last
+
+    fg.main(["--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "out"), "--layers", "conv1_1"])
+
+    assert len(frames_of(tmp_path / "out" / "conv1_1.gif")) == len(SNAPSHOT_STEPS) - 1
+
+
+# --------------------------------------------------------------------------- feature maps
+
+def numpy_conv_relu(images, weights, biases):
+    """A 3x3 SAME convolution and ReLU written out in numpy, to check TensorFlow's against."""
+    padded = np.pad(images, ((1, 1), (1, 1), (0, 0)))
+    height, width = images.shape[:2]
+    total = sum(np.einsum("hwc,co->hwo", padded[dy:dy + height, dx:dx + width], weights[dy, dx])
+                for dy in range(3) for dx in range(3))
+    return np.maximum(total + biases, 0)
+
+
+def test_an_activation_frame_equals_the_feature_map_computed_from_that_snapshot(short_run, gifs):
+    out, image = gifs
+    prepared = imf.load_image(str(image), 64).astype(np.float32) - np.load(short_run.checkpoint_dir / "mean_image.npy")
+    maps = []
+    for step in SNAPSHOT_STEPS:
+        reader = tf.train.load_checkpoint(str(short_run.checkpoint_dir / "snapshots" / f"filters-{step}"))
+        conv1_1 = numpy_conv_relu(prepared, reader.get_tensor("conv1_1/weights1_1"), reader.get_tensor("conv1_1/biases1_1"))
+        maps.append(numpy_conv_relu(conv1_1, reader.get_tensor("conv1_2/weights1_2"),
+                                    reader.get_tensor("conv1_2/biases1_2"))[..., :2])
+    high = max(m.max() for m in maps)
+    stem = image.stem
+
+    last = np.asarray(Image.open(out / f"{stem}_conv1_2.png"))
+    for channel in (0, 1):
+        drawn = tile(last, channel, 64, 64, 1, 2)[..., 0].astype(int)
+        expected = fg.to_uint8(maps[-1][..., channel], min(m.min() for m in maps), high).astype(int)
+        assert np.abs(drawn - expected).max() <= 1
+    assert len(frames_of(out / f"{stem}_conv1_2.gif")) == len(SNAPSHOT_STEPS)
+
+
+def test_the_image_gifs_show_two_channels_side_by_side_at_the_image_size(gifs):
+    out, image = gifs
+
+    for layer in ("conv1_2", "conv2_2"):
+        frames = frames_of(out / f"{image.stem}_{layer}.gif")
+        assert frames.shape[1:] == (fg.HEADER + 64 + 2 * fg.GAP, 2 * (64 + fg.GAP) + fg.GAP, 3), layer
+
+
+def test_image_writes_one_png_per_conv_and_pool_layer_with_every_channel(gifs):
+    out, image = gifs
+    expected = {"conv1_1": (32, 64, 1), "conv1_2": (32, 64, 1), "pool1": (32, 32, 1),
+                "conv2_1": (64, 32, 1), "conv2_2": (64, 32, 1), "pool2": (64, 16, 2)}  # channels, side, zoom
+
+    for layer, (channels, side, zoom) in expected.items():
+        cell = side * zoom + fg.GAP
+        with Image.open(out / f"{image.stem}_features_{layer}.png") as png:
+            assert png.size == (8 * cell + fg.GAP, fg.HEADER + channels // 8 * cell + fg.GAP), layer
+
+
+def test_channels_all_animates_a_grid_of_every_channel(short_run, gifs, tmp_path):
+    _, image = gifs
+    fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path), "--layers", "conv1_1",
+             "--image", str(image), "--feature-layers", "conv2_2", "--channels", "all"])
+
+    frames = frames_of(tmp_path / f"{image.stem}_conv2_2.gif")
+    cell = 64 + fg.GAP  # 32-px maps zoomed to the 64-px image size
+    assert frames.shape[1:] == (fg.HEADER + 8 * cell + fg.GAP, 8 * cell + fg.GAP, 3)
+
+
+# --------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("flags, message", [
+    (["--layers", "conv3_1"], "unknown layer 'conv3_1'; available: conv1_1, conv1_2, conv2_1, conv2_2"),
+    (["--feature-layers", "fc1"], "unknown feature layer 'fc1'; available: conv1_1, conv1_2, pool1, conv2_1, conv2_2, pool2"),
+    (["--channels", "32"], "--channels takes channel numbers 0..31 or 'all', got '32'"),
+    (["--channels", "one"], "--channels takes channel numbers 0..31 or 'all', got 'one'"),
+    (["--every", "0"], "--every must be at least 1, got 0"),
+    (["--fps", "0"], "--fps must be positive, got 0.0"),
+    (["--input-channel", "40"], "--input-channel must be in 0..31, got 40"),
+])
+def test_bad_flags_are_one_line_and_exit_2(flags, message, short_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path / "out"), *flags])
+
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: {message}\n")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_a_missing_or_empty_checkpoint_folder_is_one_line_and_exit_2(folder, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+
+    status = fg.main(["--checkpoint-dir", str(tmp_path / folder), "--out", str(tmp_path / "out")])
+
+    assert status == 2
+    assert capsys.readouterr().err == (f"{os.path.basename(sys.argv[0])}: error: no filter snapshots in "
+                                       f"{tmp_path / folder / 'snapshots'}: train first (python visualize_convnets.py)\n")
+
+
+def test_an_unreadable_image_is_one_line_and_exit_2(short_run, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+
+    result = run_script("filter_gif.py", ["--checkpoint-dir", short_run.checkpoint_dir, "--out", tmp_path / "out",
+                                          "--image", tmp_path / "broken.jpg"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr == f"filter_gif.py: error: cannot read image {tmp_path / 'broken.jpg'}\n"
+    assert not (tmp_path / "out").exists()
