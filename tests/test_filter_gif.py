@@ -18,7 +18,7 @@ SCALE = 12
 
 
 def frames_of(path):
-    return iio.imread(path, index=None)
+    return iio.imread(path, index=None, mode="RGB")
 
 
 def tile(frame, index, height, width, zoom, columns):
