@@ -29,16 +29,12 @@ from PIL import Image, ImageDraw
 
 import imFunctions as imf
 import visualize_convnets as vc
-from visualize_convnets import tf, v1
+from visualize_convnets import UsageError, tf, v1
 
 CONV_CHANNELS = {scope: (in_channels, out_channels) for scope, _, in_channels, out_channels in vc.CONV_LAYERS}
 SUFFIX = {scope: suffix for scope, suffix, _, _ in vc.CONV_LAYERS}
 HEADER = 14  # pixels above each frame for the layer name and global step
 GAP = 2
-
-
-class UsageError(Exception):
-    """Bad input: one line, exit status 2."""
 
 
 def build_parser():

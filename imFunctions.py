@@ -278,7 +278,7 @@ def sortImages(testFraction, data_dir=DATA_DIR, seed=SPLIT_SEED):
         split["test"][breed] = sorted(test_names)
         split["train"][breed] = [name for name in names if name not in test_names]
     manifest_path = os.path.join(data_dir, "split.json")
-    if _read_json(manifest_path) == split and os.path.isdir(os.path.join(data_dir, "train")):
+    if read_json(manifest_path) == split and os.path.isdir(os.path.join(data_dir, "train")):
         return split
     _remove(manifest_path)
     for part in ("train", "test"):
@@ -288,7 +288,7 @@ def sortImages(testFraction, data_dir=DATA_DIR, seed=SPLIT_SEED):
             os.makedirs(breed_dir)
             for name in names:
                 _link_or_copy(os.path.join(images_dir, name), os.path.join(breed_dir, name))
-    _write_json_atomically(manifest_path, split)
+    write_json_atomically(manifest_path, split)
     return split
 
 
@@ -305,7 +305,7 @@ def _link_or_copy(source, target):
         shutil.copyfile(source, target)
 
 
-def _read_json(path):
+def read_json(path):
     try:
         with open(path) as handle:
             return json.load(handle)
@@ -313,7 +313,7 @@ def _read_json(path):
         return None
 
 
-def _write_json_atomically(path, value):
+def write_json_atomically(path, value):
     temporary = f"{path}.tmp-{os.getpid()}"
     with open(temporary, "w") as handle:
         json.dump(value, handle, indent=1)
@@ -420,7 +420,7 @@ def load_uint8_split(labels, image_size, data_dir, workers=None):
             skipped += [path for (path, _), ok in zip(files[part], keep) if not ok]
         _write_cache(cache_dir, cached, skipped)
     else:
-        skipped = _read_json(os.path.join(cache_dir, "meta.json"))["skipped"]
+        skipped = read_json(os.path.join(cache_dir, "meta.json"))["skipped"]
     if skipped:
         print(f"Warning: skipped {len(skipped)} unreadable image file(s): "
               f"{', '.join(os.path.basename(path) for path in skipped)}", file=sys.stderr)
@@ -489,7 +489,7 @@ def _write_cache(cache_dir, arrays, skipped):
     os.makedirs(temporary)
     for key, array in arrays.items():
         np.save(os.path.join(temporary, f"{key}.npy"), array)
-    _write_json_atomically(os.path.join(temporary, "meta.json"), {"skipped": skipped})
+    write_json_atomically(os.path.join(temporary, "meta.json"), {"skipped": skipped})
     stale_prefix = name.rsplit("-", 1)[0] + "-"
     for other in os.listdir(parent):  # same classes and size, older inputs
         if other.startswith(stale_prefix) and other != name and ".tmp-" not in other:

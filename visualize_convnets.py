@@ -381,7 +381,7 @@ def describe_devices():
 # --------------------------------------------------------------------------- 5. checkpoints
 
 def read_run(checkpoint_dir):
-    return imf._read_json(os.path.join(checkpoint_dir, RUN_FILE))
+    return imf.read_json(os.path.join(checkpoint_dir, RUN_FILE))
 
 
 def write_run(checkpoint_dir, run, mean_image):
@@ -390,7 +390,7 @@ def write_run(checkpoint_dir, run, mean_image):
     temporary = os.path.join(checkpoint_dir, f".{MEAN_FILE}.tmp-{os.getpid()}.npy")
     np.save(temporary, mean_image)
     os.replace(temporary, os.path.join(checkpoint_dir, MEAN_FILE))
-    imf._write_json_atomically(os.path.join(checkpoint_dir, RUN_FILE), run)
+    imf.write_json_atomically(os.path.join(checkpoint_dir, RUN_FILE), run)
 
 
 def check_same_run(previous, run, checkpoint_dir):
