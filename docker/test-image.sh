@@ -58,8 +58,9 @@ cleanup() {
 trap cleanup EXIT
 
 # --------------------------------------------------------------------- engine
-start_engine() {  # driver -> 0 when the engine answers and can run a container
+start_engine() {  # driver -> 0 when the engine answers
     local driver=$1
+    [[ -d $cache/docker-$driver ]] || new_root=$cache/docker-$driver
     mkdir -p "$cache/docker-$driver"
     dockerd --data-root "$cache/docker-$driver" --exec-root "$tmp/exec" \
         --pidfile "$tmp/dockerd.pid" -H "$DOCKER_HOST" --storage-driver "$driver" \
@@ -73,14 +74,17 @@ start_engine() {  # driver -> 0 when the engine answers and can run a container
     done
     kill "$dockerd_pid" 2>/dev/null; wait "$dockerd_pid" 2>/dev/null
     dockerd_pid=''
+    # A failed start can leave the data root mounted on itself.
+    grep -o " $cache/docker-$driver[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
     return 1
 }
 engine=''
 for driver in ${IMAGE_TEST_STORAGE_DRIVERS:-overlay2 fuse-overlayfs vfs}; do
     if start_engine "$driver"; then engine=$driver; break; fi
-    say "the engine did not start with $driver: $(grep -m1 -iE 'level=(error|fatal)' "$tmp/dockerd-$driver.log" | cut -c1-200)"
+    say "the engine did not start with $driver: $(grep -m1 -iE 'level=(error|fatal)' "$tmp/dockerd-$driver.log" | cut -c1-300)"
+    [[ ${new_root:-} == "$cache/docker-$driver" ]] && rm -rf "$new_root"
 done
-[[ -n $engine ]] || die "could not start a Docker engine here with any storage driver (logs: dockerd-*.log)"
+[[ -n $engine ]] || die "could not start a Docker engine here with any storage driver (${IMAGE_TEST_STORAGE_DRIVERS:-overlay2 fuse-overlayfs vfs}); reasons above"
 say "engine up ($engine, data root $cache/docker-$engine) in $((SECONDS - started)) s"
 
 # ------------------------------------------------------------- base and build
@@ -104,9 +108,9 @@ build cpu "$image-cpu" --build-arg TF_TAG="$cpu_tag" --build-arg USER_UID=$uid -
 docker image prune -f >/dev/null  # layers of earlier builds; the current ones stay as cache
 [[ $(docker image inspect -f '{{.Config.User}}' "$image") == "$uid:$gid" ]] \
     || die "the image does not run as the build-arg user $uid:$gid"
-docker run --rm --network host "$image-cpu" python -c \
-    'import tensorflow as tf; print("CPU image: TensorFlow", tf.__version__)' 2>/dev/null | grep -q 'TensorFlow' \
+cpu_tf=$(docker run --rm --network host "$image-cpu" python -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null) \
     || die "the CPU image cannot import TensorFlow"
+say "the CPU image imports TensorFlow $cpu_tf"
 
 # -------------------------------------------------------------- test dataset
 python3 tests/mirror.py --out "$tmp/mirror" --port 0 > "$tmp/mirror.out" 2> "$tmp/mirror.err" &
@@ -147,12 +151,14 @@ containers+=("$long")
 docker run -d --name "$long" --network host -e OXFORD_PETS_URL="$mirror_url" "${mounts[@]}" "$image" \
     python visualize_convnets.py "${small[@]}" --epochs 100000 --checkpoint-every 100000 \
     --summary-every 10 --snapshot-every 20 > /dev/null
+# (Logs go through a file: grep -q closing a pipe early would fail the pipeline under pipefail.)
 for _ in $(seq 120); do
-    docker logs "$long" 2>&1 | grep -q "Resumed from" && break
+    docker logs "$long" > "$tmp/train2.log" 2>&1
+    grep -q "Resumed from" "$tmp/train2.log" && break
     [[ $(docker inspect -f '{{.State.Running}}' "$long") == true ]] || { docker logs "$long" 2>&1 | tail -20 >&2; die "2. the long run ended early"; }
     sleep 1
 done
-docker logs "$long" 2>&1 | grep -q "Resumed from" || die "2. the long run never resumed from the short run's checkpoint"
+grep -q "Resumed from" "$tmp/train2.log" || die "2. the long run never resumed from the short run's checkpoint"
 sleep 5  # some steps past the resumed checkpoint, all in the training loop
 t_stop=$SECONDS
 docker stop "$long" > /dev/null  # default 10 s grace, then SIGKILL
