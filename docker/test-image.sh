@@ -5,7 +5,8 @@
 #   start a private dockerd (host network only), make or reuse a stand-in for the
 #   TensorFlow base, build the GPU and CPU images, then with the image
 #   1. train briefly on bind mounts as the build-arg uid; host files owned by it
-#   2. docker stop a longer run: a newer checkpoint, and the next run resumes
+#   2. docker stop a longer run (PID 1, then --init): a newer checkpoint, and
+#      the next run resumes from it
 #   3. the compose file's TensorBoard command on read-only logs answers over HTTP
 #   4. the compose file's GIF command writes GIFs that decode
 #   then stop the engine (by its pid) and clean up, also on failure.
@@ -145,36 +146,47 @@ strangers=$(find "$work" -mindepth 1 \( ! -uid "$uid" -o ! -gid "$gid" \) | head
 say "1. trained to step $step1 on bind mounts; all $written files on the host belong to $uid:$gid ($((SECONDS - t)) s)"
 
 # ------------------------------------------ 2. docker stop saves, next run resumes
+# Twice: python as PID 1 (exec form, plain docker run) and under docker's init
+# (--init, compose's init: true). Each long run must resume where the one before
+# stopped, and a last short run from the final checkpoint.
+stop_long_run() {  # name previous-step [docker run options...] -> sets $stopped_at
+    local name=$1 previous=$2 log=$tmp/$1.log t_stop code; shift 2
+    containers+=("$name")
+    docker run -d --name "$name" --network host "$@" "${mounts[@]}" "$image" \
+        python visualize_convnets.py "${small[@]}" --epochs 100000 --checkpoint-every 100000 \
+        --summary-every 10 --snapshot-every 20 > /dev/null
+    # (Logs go through a file: grep -q closing a pipe early would fail the pipeline under pipefail.)
+    for _ in $(seq 120); do
+        docker logs "$name" > "$log" 2>&1
+        grep -q "Resumed from" "$log" && break
+        [[ $(docker inspect -f '{{.State.Running}}' "$name") == true ]] || { tail -20 "$log" >&2; die "2. $name ended early"; }
+        sleep 1
+    done
+    grep -qE "Resumed from .*global step $previous\b" "$log" \
+        || die "2. $name did not resume from global step $previous: $(grep -m1 'Resumed' "$log")"
+    sleep 5  # some steps past the resumed checkpoint, all in the training loop
+    t_stop=$SECONDS
+    docker stop "$name" > /dev/null  # default 10 s grace, then SIGKILL
+    ((SECONDS - t_stop < 10)) || die "2. docker stop $name took $((SECONDS - t_stop)) s: the grace period ran out"
+    code=$(docker inspect -f '{{.State.ExitCode}}' "$name")
+    docker logs "$name" > "$log" 2>&1
+    [[ $code == 143 ]] || { tail -5 "$log" >&2; die "2. docker stop $name: exit status $code, not 143 (128+SIGTERM): no checkpoint on SIGTERM"; }
+    stopped_at=$(latest_step)
+    ((stopped_at > previous)) || die "2. no newer checkpoint after docker stop $name (step $stopped_at, was $previous)"
+    [[ -f $work/checkpoints/model.ckpt-$stopped_at.index ]] || die "2. the checkpoint state names model.ckpt-$stopped_at, which is not there"
+    docker rm "$name" > /dev/null
+}
 t=$SECONDS
-long=vc-test-long-$$
-containers+=("$long")
-docker run -d --name "$long" --network host -e OXFORD_PETS_URL="$mirror_url" "${mounts[@]}" "$image" \
-    python visualize_convnets.py "${small[@]}" --epochs 100000 --checkpoint-every 100000 \
-    --summary-every 10 --snapshot-every 20 > /dev/null
-# (Logs go through a file: grep -q closing a pipe early would fail the pipeline under pipefail.)
-for _ in $(seq 120); do
-    docker logs "$long" > "$tmp/train2.log" 2>&1
-    grep -q "Resumed from" "$tmp/train2.log" && break
-    [[ $(docker inspect -f '{{.State.Running}}' "$long") == true ]] || { docker logs "$long" 2>&1 | tail -20 >&2; die "2. the long run ended early"; }
-    sleep 1
-done
-grep -q "Resumed from" "$tmp/train2.log" || die "2. the long run never resumed from the short run's checkpoint"
-sleep 5  # some steps past the resumed checkpoint, all in the training loop
-t_stop=$SECONDS
-docker stop "$long" > /dev/null  # default 10 s grace, then SIGKILL
-stop_s=$((SECONDS - t_stop))
-((stop_s < 10)) || die "2. docker stop took $stop_s s: the grace period ran out"
-code=$(docker inspect -f '{{.State.ExitCode}}' "$long")
-docker logs "$long" > "$tmp/train2.log" 2>&1
-[[ $code == 143 ]] || { tail -5 "$tmp/train2.log" >&2; die "2. docker stop: exit status $code, not 143 (128+SIGTERM): the checkpoint on SIGTERM did not happen"; }
-step2=$(latest_step)
-((step2 > step1)) || die "2. no newer checkpoint after docker stop (step $step2, was $step1)"
+stop_long_run "vc-test-pid1-$$" "$step1" -e OXFORD_PETS_URL="$mirror_url"
+step2=$stopped_at
+stop_long_run "vc-test-init-$$" "$step2" --init
+step3=$stopped_at
 docker run --rm --network host "${mounts[@]}" "$image" \
-    python visualize_convnets.py "${small[@]}" --epochs 1 > "$tmp/train3.log" 2>&1 \
-    || { tail -20 "$tmp/train3.log" >&2; die "2. the run after docker stop failed"; }
-grep -qE "Resumed from .*global step $step2\b" "$tmp/train3.log" \
-    || die "2. the next run did not resume from global step $step2: $(grep -m1 'Resumed' "$tmp/train3.log")"
-say "2. docker stop took $stop_s s, exit 143, checkpoint at step $step2 > $step1; the next run resumed from it ($((SECONDS - t)) s)"
+    python visualize_convnets.py "${small[@]}" --epochs 1 > "$tmp/train-last.log" 2>&1 \
+    || { tail -20 "$tmp/train-last.log" >&2; die "2. the run after docker stop failed"; }
+grep -qE "Resumed from .*global step $step3\b" "$tmp/train-last.log" \
+    || die "2. the next run did not resume from global step $step3: $(grep -m1 'Resumed' "$tmp/train-last.log")"
+say "2. docker stop (PID 1, then --init): exit 143 within the grace period, checkpoints at steps $step2, $step3; each next run resumed from the last ($((SECONDS - t)) s)"
 
 # Commands as the compose file has them, so a wrong compose command fails here.
 compose_command() {  # service -> its command, one word a line
