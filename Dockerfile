@@ -7,7 +7,9 @@
 # version requirements.txt pins (the build stops if they differ). We chose it over
 # an nvidia/cuda runtime base plus `pip install tensorflow[and-cuda]` because the
 # same file then also builds the CPU image (TF_TAG=2.21.0), and the official image
-# brings Python 3.11, which numpy 2.4 and scipy 1.17 require. Its weak point is
+# brings Python 3.11, which numpy 2.4 and scipy 1.17 require. (It is Ubuntu 22.04's
+# 3.11.0rc1, tensorflow/tensorflow#82529: the code must not need 3.11.4+ features
+# such as tarfile's extraction filters.) Its weak point is
 # CUDA: the -gpu images have shipped CUDA/cuDNN libraries that do not match what
 # TensorFlow was built against, which hides the GPU. So for a -gpu tag we add
 # TensorFlow's own `and-cuda` NVIDIA wheels, pinned in docker/cuda-constraints.txt
@@ -67,5 +69,6 @@ VOLUME ["/workspace/data", "/workspace/logs", "/workspace/checkpoints", "/worksp
 EXPOSE 6006
 
 # Exec form: python is PID 1 and gets docker stop's SIGTERM itself, and saves
-# a checkpoint before it exits.
+# a checkpoint before it exits. (PID 1 ignores SIGTERM until a handler is set, so
+# a stop during start-up waits out the grace period; --init avoids that.)
 CMD ["python", "visualize_convnets.py"]

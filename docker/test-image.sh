@@ -30,6 +30,10 @@ for code in visualize_convnets.py filter_gif.py; do
 done
 
 cache=${IMAGE_TEST_CACHE:-/var/cache/visualize-convnets}
+mkdir -p "$cache"
+# One check at a time: a second engine cannot share the data root.
+exec 9> "$cache/.lock"
+flock -n 9 || die "another image check holds $cache/.lock"
 image=visualize-convnets:image-test
 uid=4242 gid=4343  # not 1000, so the build args, not the defaults, are what is proven
 started=$SECONDS
