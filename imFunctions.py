@@ -222,26 +222,51 @@ def maybeExtract(filename, data_dir=DATA_DIR):
     if os.path.exists(marker):
         return
     archive_path = os.path.join(data_dir, filename)
-    destination = os.path.abspath(data_dir)
+    destination = os.path.realpath(data_dir)
+    has_filters = hasattr(tarfile, "data_filter")
     try:
         with tarfile.open(archive_path) as archive:
             members = archive.getmembers()
             for member in members:
-                _check_member(member, filename, destination)
-            archive.extractall(destination, members=members, filter="data")
+                problem = _unsafe_member(member, destination)
+                if problem:
+                    raise DataError(f"refusing to extract {filename}: unsafe member {member.name!r} ({problem})")
+            archive.extractall(destination, members=members, **({"filter": "data"} if has_filters else {}))
     except (tarfile.TarError, EOFError, FileNotFoundError) as error:
         raise DataError(f"cannot extract {archive_path}: {error}")
     with open(marker, "w") as done:
         done.write(f"{len(members)} members\n")
 
 
-def _check_member(member, filename, destination):
-    """Refuse what the ``data`` filter refuses, and the absolute names it would quietly strip."""
-    try:
-        if tarfile.data_filter(member, destination).name != member.name:
-            raise tarfile.AbsolutePathError(member)
-    except tarfile.FilterError as error:
-        raise DataError(f"refusing to extract {filename}: unsafe member {member.name!r} ({error})")
+def _unsafe_member(member, destination):
+    """Why ``member`` must not be extracted into ``destination``, or None when it is safe."""
+    if hasattr(tarfile, "data_filter"):
+        try:  # the data filter strips a leading "/" quietly; we refuse such a name
+            if tarfile.data_filter(member, destination).name != member.name:
+                return "absolute path"
+        except tarfile.FilterError as error:
+            return str(error)
+        return None
+    # Python before 3.11.4 (the official TensorFlow images ship 3.11.0rc1) has no
+    # extraction filters: the same rules, written out.
+    if os.path.isabs(member.name):
+        return "absolute path"
+    if member.ischr() or member.isblk() or member.isfifo():
+        return "device or pipe"
+    path = os.path.join(destination, member.name)
+    if not _inside(path, destination):
+        return "path outside the destination"
+    if member.issym() or member.islnk():
+        if os.path.isabs(member.linkname):
+            return "absolute link target"
+        base = os.path.dirname(path) if member.issym() else destination
+        if not _inside(os.path.join(base, member.linkname), destination):
+            return "link target outside the destination"
+    return None
+
+
+def _inside(path, folder):
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
 
 
 # --------------------------------------------------------------------------- sort
