@@ -416,6 +416,14 @@ def restore_latest(session, saver, checkpoint_dir):
     return None
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGINT before the training loop: there is nothing to save yet."""
+
+
+def stop_at_once(number, frame):
+    raise Stopped(number)
+
+
 class Interrupted:
     """Turns SIGTERM and SIGINT into a flag the training loop checks after each step."""
 
@@ -554,6 +562,10 @@ def save_snapshot(session, snapshot_saver, checkpoint_dir, step):
 def main(argv=None):
     args = parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # Saver's deprecation notice is not news to a TF1 tutorial
+    # Until the loop takes over, a stop ends the run at once: downloads resume, caches are atomic.
+    # (As PID 1 in a container, python would otherwise ignore docker stop's SIGTERM here.)
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, stop_at_once)
     print(describe_devices(), flush=True)
     try:
         dataset = prepare_data(args)
@@ -574,6 +586,9 @@ def main(argv=None):
               f"{', '.join(dataset.classLabels)} at {args.image_size}px, seed {seed}", flush=True)
         model = build_graph(args.image_size, dataset.classes, args.learning_rate, seed)
         return train(args, dataset, model, seed)
+    except Stopped as stop:
+        print(f"Stopped by {signal.Signals(stop.args[0]).name} before training began; nothing to save")
+        return 128 + stop.args[0]
     except UsageError as error:
         print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 import imFunctions as imf
+import mirror
 import visualize_convnets as vc
 from conftest import REPO, run_script, short_training_run, training_args
 
@@ -298,6 +299,22 @@ def test_sigterm_saves_a_checkpoint_and_the_next_run_continues_from_it(prepared_
     assert f"at global step {stopped_at} (epoch {finish_epoch})" in resumed.stdout
     assert resumed.stdout.splitlines()[-1] == (
         f"Training finished: {finish_epoch} epochs, global step {finish_epoch * STEPS_PER_EPOCH}")
+
+
+def test_sigterm_before_training_stops_the_run_at_once(tmp_path):
+    with mirror.silent_server() as url:  # a download that would hang for its whole timeout
+        training = subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "visualize_convnets.py"), "--data-dir", str(tmp_path / "data"),
+             "--skip-demos"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "OXFORD_PETS_URL": url})
+        first_line = training.stdout.readline()
+        time.sleep(0.5)
+        training.send_signal(signal.SIGTERM)
+        status = training.wait(timeout=10)
+
+    assert first_line.startswith("No GPU visible")
+    assert status == 128 + signal.SIGTERM
+    assert training.stdout.read() == "Stopped by SIGTERM before training began; nothing to save\n"
 
 
 def test_the_data_order_of_an_epoch_is_the_same_when_it_is_rerun():
