@@ -192,7 +192,8 @@ class MirrorServer:
     """Serves a folder on 127.0.0.1 with Range support; records every request it gets.
 
     ``cut_first(name, after_bytes)`` makes the next response for ``name`` stop after
-    that many bytes and drop the connection, while announcing the full length.
+    that many bytes and drop the connection, while announcing the full length;
+    ``fail_first(name, status)`` answers the next request for it with that HTTP error.
     ``pad_to={name: size}`` serves that archive followed by zeros up to ``size`` bytes
     (gzip readers skip trailing zeros), so the tutorial's literal official sizes match.
     """
@@ -202,6 +203,7 @@ class MirrorServer:
         self.pad_to = dict(pad_to or {})
         self.requests = []  # (file name, Range header or None)
         self.cuts = {}
+        self.failures = {}
         self.lock = threading.Lock()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.httpd.daemon_threads = True
@@ -215,6 +217,15 @@ class MirrorServer:
     def _take_cut(self, name):
         with self.lock:
             return self.cuts.pop(name, None)
+
+    def fail_first(self, name, status):
+        """Answer the next request for ``name`` with an HTTP error, like a busy server."""
+        with self.lock:
+            self.failures[name] = status
+
+    def _take_failure(self, name):
+        with self.lock:
+            return self.failures.pop(name, None)
 
     def served_bytes(self, name):
         """Exactly what a complete download of ``name`` holds."""
@@ -245,6 +256,10 @@ class MirrorServer:
                 path = os.path.join(server.directory, os.path.basename(name))
                 if not name or "/" in name or not os.path.isfile(path):
                     self.send_error(404, "Not Found")
+                    return
+                failure = server._take_failure(name)
+                if failure:
+                    self.send_error(failure)
                     return
                 file_size = os.path.getsize(path)
                 total = max(file_size, server.pad_to.get(name, 0))

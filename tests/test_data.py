@@ -54,6 +54,17 @@ def test_download_gives_up_after_its_retries_and_keeps_the_part_file(pets_server
     assert not (tmp_path / "images.tar.gz").exists()
 
 
+def test_download_retries_after_a_server_error_and_keeps_what_it_has(pets_server, archives, tmp_path):
+    served = pets_server.served_bytes("images.tar.gz")
+    (tmp_path / "images.tar.gz.part").write_bytes(served[:999])
+    pets_server.fail_first("images.tar.gz", 503)
+
+    path = imf.downloadImages("images.tar.gz", len(served), data_dir=tmp_path)
+
+    assert open(path, "rb").read() == served
+    assert pets_server.requests == [("images.tar.gz", "bytes=999-")] * 2
+
+
 def test_download_keeps_a_complete_file_without_fetching_it_again(pets_server, archives, tmp_path):
     size = archives.sizes["images.tar.gz"]
     imf.downloadImages("images.tar.gz", size, data_dir=tmp_path)
