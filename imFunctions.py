@@ -102,16 +102,13 @@ def _fetch_with_retries(url, part_path, expected_bytes, retries, timeout, bar):
             if error.code < 500 and error.code not in (408, 429):  # the file is not there: retrying won't help
                 _remove(part_path)
                 raise DataError(f"cannot download {filename} from {url}: HTTP {error.code} {error.reason}")
-            if attempt == retries:
-                raise DataError(f"cannot download {filename} from {url} after {retries + 1} attempts: "
-                                f"HTTP {error.code} {error.reason} (run again to resume from byte {_size(part_path)})")
-            time.sleep(min(0.5 * 2 ** attempt, 8.0))
+            reason = f"HTTP {error.code} {error.reason}"
         except (OSError, http.client.HTTPException) as error:
-            if attempt == retries:
-                reason = str(getattr(error, "reason", None) or error) or type(error).__name__
-                raise DataError(f"cannot download {filename} from {url} after {retries + 1} attempts: "
-                                f"{reason} (run again to resume from byte {_size(part_path)})")
+            reason = str(getattr(error, "reason", None) or error) or type(error).__name__
+        if attempt < retries:
             time.sleep(min(0.5 * 2 ** attempt, 8.0))
+    raise DataError(f"cannot download {filename} from {url} after {retries + 1} attempts: "
+                    f"{reason} (run again to resume from byte {_size(part_path)})")
 
 
 def _fetch_remaining(url, part_path, expected_bytes, timeout, bar):
