@@ -1,0 +1,309 @@
+"""Benchmark: the tutorial's training step against Keras 3, the machine's matmul peak, and the loop's overhead.
+
+In one process, run after run (interleaved; the best of each is kept, medians are printed too,
+since this machine is noisy and shared), on synthetic float32 data:
+
+  graph    visualize_convnets.build_graph's training step, fetching [train_step, loss, accuracy]
+           as run_epochs does, through a Session with visualize_convnets.session_config()
+  keras    the same architecture in Keras 3 (3x3 SAME conv 32, 32, pool, dropout, conv 64, 64,
+           pool, dropout, dense 512 relu, dropout, dense softmax; Adam, categorical cross-entropy),
+           model.train_on_batch on the same arrays; compiled with Keras' default jit_compile
+           ("auto", which Keras resolves to False, no XLA, on a machine without a GPU; the JSON
+           line says what it resolved to), so both sides run TensorFlow's oneDNN kernels
+  matmul   a square float32 matmul (4096 by default) in a Session with the same config: the peak
+           GFLOP/s the step's FLOPs are compared with
+  loop     visualize_convnets.train (the real loop: summaries every 5 steps with a test-set summary,
+           a filter snapshot every 50 steps, a full checkpoint each epoch, the end-of-epoch test
+           accuracy) for two epochs into a temporary folder; the second epoch (steady state: no
+           start-up, no first-call kernel set-up) is timed from the end of the first epoch's
+           checkpoint to the end of its own, against the same number of bare training steps
+
+    python bench/benchmark.py --quick          # about 2 minutes on 2 cores
+    python bench/benchmark.py                  # more repeats and steps
+    python bench/benchmark.py --image-size 64 --batch-size 10 --repeats 3
+
+share_of_matmul_peak = train_img_per_s * 7.8 GFLOP / matmul_gflops: 7.8 GFLOP is one trained
+224-px image (forward + both backward passes; scaled by (size/224)^2 at other sizes).
+loop_overhead = loop epoch time / the same number of bare steps. Ends with one JSON line.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import imFunctions as imf  # noqa: E402
+import visualize_convnets as vc  # noqa: E402
+
+tf, v1 = vc.tf, vc.v1
+GFLOP_PER_IMAGE_224 = 7.8
+
+
+def train_flops_per_image(image_size, n_classes):
+    """Multiply-adds x2 of one trained image: forward, input gradients (none for conv1_1), weight gradients."""
+    forward, total, side = 0, 0, image_size
+    for index, (_, suffix, cin, cout) in enumerate(vc.CONV_LAYERS):
+        flops = 2 * side * side * 9 * cin * cout
+        forward += flops
+        total += flops * (2 if index == 0 else 3)
+        if suffix.endswith("_2"):
+            side = -(-side // 2)
+    fc = 2 * (side * side * vc.CONV_LAYERS[-1][3] * vc.FC_UNITS + vc.FC_UNITS * n_classes)
+    return total + 3 * fc
+
+
+def synthetic_batch(rng, count, image_size, n_classes):
+    images = rng.standard_normal((count, image_size, image_size, 3), dtype=np.float32)
+    labels = np.eye(n_classes, dtype=np.float32)[rng.integers(0, n_classes, count)]
+    return images, labels
+
+
+# --------------------------------------------------------------------------- the contenders
+
+def graph_step(image_size, batch_size, n_classes, images, labels, keep_conv, keep_fc):
+    """A warm Session on build_graph; returns a function running one training step as run_epochs does."""
+    model = vc.build_graph(image_size, n_classes, 1e-5, seed=1)
+    with model["graph"].as_default():
+        session = v1.Session(config=vc.session_config())
+        session.run(v1.global_variables_initializer())
+    fetches = [model["train_step"], model["loss"], model["accuracy"]]
+    feed = {model["X"]: images, model["Y_"]: labels, model["keepRate1"]: keep_conv, model["keepRate2"]: keep_fc}
+    return session, lambda: session.run(fetches, feed)
+
+
+def keras_model(image_size, batch_size, n_classes, keep_conv, keep_fc, jit_compile="auto"):
+    import keras
+    from keras import layers
+    model = keras.Sequential([
+        keras.Input((image_size, image_size, 3), batch_size=batch_size),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2, padding="same"),
+        layers.Dropout(1.0 - keep_conv),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2, padding="same"),
+        layers.Dropout(1.0 - keep_conv),
+        layers.Flatten(),
+        layers.Dense(vc.FC_UNITS, activation="relu"),
+        layers.Dropout(1.0 - keep_fc),
+        layers.Dense(n_classes, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1e-5), loss="categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=jit_compile)
+    return model
+
+
+def matmul_run(size):
+    """A Session computing one size x size float32 matmul per call (fetching one element keeps it whole)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        a = tf.Variable(v1.random_normal([size, size], seed=1))
+        b = tf.Variable(v1.random_normal([size, size], seed=2))
+        product = tf.matmul(a, b)[0, 0]
+        session = v1.Session(config=vc.session_config(), graph=graph)
+        session.run(v1.global_variables_initializer())
+    return session, lambda: session.run(product)
+
+
+def seconds_per_call(function, calls):
+    started = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - started) / calls
+
+
+# --------------------------------------------------------------------------- the real loop
+
+class LoopTimer:
+    """Wraps the loop's helpers in visualize_convnets to time an epoch and what it spends outside steps."""
+
+    PARTS = ("save_checkpoint", "save_snapshot", "write_test_summary", "evaluate")
+
+    def __init__(self):
+        self.checkpoint_ends, self.spent, self.originals = [], {}, {}
+
+    def __enter__(self):
+        for name in self.PARTS:
+            original = self.originals[name] = getattr(vc, name)
+            setattr(vc, name, self.timed(name, original))
+        return self
+
+    def timed(self, name, original):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                ended = time.perf_counter()
+                self.spent.setdefault(name, []).append((started, ended))
+                if name == "save_checkpoint":
+                    self.checkpoint_ends.append(ended)
+        return wrapper
+
+    def __exit__(self, *exc):
+        for name, original in self.originals.items():
+            setattr(vc, name, original)
+
+    def within(self, name, start, end):
+        return sum(b - a for a, b in self.spent.get(name, []) if a >= start and b <= end)
+
+
+def loop_epoch(image_size, batch_size, n_classes, steps, train_x, train_y, test_x, test_y, keep_conv, keep_fc):
+    """Two epochs of visualize_convnets.train in a temporary folder; the second epoch's time and parts."""
+    folder = tempfile.mkdtemp(prefix="train-bench-")
+    try:
+        args = vc.build_parser().parse_args([
+            "--epochs", "2", "--batch-size", str(batch_size), "--image-size", str(image_size),
+            "--keep-conv", str(keep_conv), "--keep-fc", str(keep_fc), "--skip-demos",
+            "--logdir", os.path.join(folder, "logs"), "--checkpoint-dir", os.path.join(folder, "checkpoints"),
+            "--data-dir", os.path.join(folder, "data"), "--figures-dir", os.path.join(folder, "figures")])
+        os.makedirs(os.path.join(args.checkpoint_dir, vc.SNAPSHOT_DIR))
+        dataset = imf.Dataset(train_x, train_y, test_x, test_y, n_classes,
+                              [f"class{k}" for k in range(n_classes)], np.zeros(train_x.shape[1:], np.float32))
+        model = vc.build_graph(image_size, n_classes, args.learning_rate, seed=1)
+        handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+        output = io.StringIO()
+        try:
+            with LoopTimer() as timer, contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+                status = vc.train(args, dataset, model, seed=1)
+        finally:
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
+        if status != 0 or len(timer.checkpoint_ends) != 2:
+            raise RuntimeError(f"the training loop failed (status {status}):\n{output.getvalue()}")
+        start, end = timer.checkpoint_ends
+        parts = {name: timer.within(name, start, end) for name in LoopTimer.PARTS}
+        snapshots = os.path.join(args.checkpoint_dir, vc.SNAPSHOT_DIR)
+        last_step = 2 * steps
+        snapshot_step = max(s for s in range(0, last_step + 1, args.snapshot_every))
+        snapshot_bytes = sum(os.path.getsize(os.path.join(snapshots, name)) for name in os.listdir(snapshots)
+                             if name.startswith(f"{vc.SNAPSHOT_NAME}-{snapshot_step}."))
+        checkpoint_bytes = sum(os.path.getsize(os.path.join(args.checkpoint_dir, name))
+                               for name in os.listdir(args.checkpoint_dir)
+                               if name.startswith(f"{vc.CHECKPOINT_NAME}-{last_step}."))
+        return end - start, parts, snapshot_bytes, checkpoint_bytes
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and steps (about 2 minutes on 2 cores)")
+    parser.add_argument("--image-size", type=int, default=224, help="side of the square synthetic images")
+    parser.add_argument("--batch-size", type=int, default=10, help="images per training step")
+    parser.add_argument("--classes", type=int, default=2, help="number of classes")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="interleaved rounds of graph, Keras and matmul blocks (default 10, --quick 6)")
+    parser.add_argument("--steps", type=int, default=None, help="steps (or matmuls) per timed block (default 8, --quick 5)")
+    parser.add_argument("--loop-steps", type=int, default=25,
+                        help="training steps per epoch of the real loop (25: epoch 2 holds steps 26..50, "
+                             "five summary steps and the step-50 snapshot)")
+    parser.add_argument("--loop-repeats", type=int, default=None,
+                        help="runs of the real loop, each beside a block of as many bare steps (default 3, --quick 1)")
+    parser.add_argument("--matmul-size", type=int, default=4096, help="side of the square matmul")
+    parser.add_argument("--keras-xla", action="store_true",
+                        help="also time Keras with jit_compile=True (XLA on the CPU; slow to compile)")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (6 if args.quick else 10)
+    steps = args.steps or (5 if args.quick else 8)
+    loop_repeats = args.loop_repeats or (1 if args.quick else 3)
+    keep_conv, keep_fc = 0.2, 0.5
+    tf.get_logger().setLevel("ERROR")
+    began = time.perf_counter()
+
+    rng = np.random.default_rng(0)
+    images, labels = synthetic_batch(rng, args.batch_size, args.image_size, args.classes)
+    graph_session, graph_run = graph_step(args.image_size, args.batch_size, args.classes, images, labels,
+                                          keep_conv, keep_fc)
+    contenders = {"graph": graph_run}
+    keras_models = {"keras": keras_model(args.image_size, args.batch_size, args.classes, keep_conv, keep_fc)}
+    if args.keras_xla:
+        keras_models["keras_xla"] = keras_model(args.image_size, args.batch_size, args.classes, keep_conv, keep_fc,
+                                                jit_compile=True)
+    for name, model in keras_models.items():
+        contenders[name] = lambda model=model: model.train_on_batch(images, labels)
+    matmul_session, contenders["matmul"] = matmul_run(args.matmul_size)
+    for function in contenders.values():  # first calls: graph pruning, kernel set-up, tracing
+        seconds_per_call(function, 2)
+
+    times = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, function in contenders.items():
+            times[name].append(seconds_per_call(function, steps if name != "matmul" else max(1, steps // 2)))
+
+    loop_times, bare_times, parts_list, snapshot_bytes, checkpoint_bytes = [], [], [], 0, 0
+    total = args.loop_steps * args.batch_size
+    train_x, train_y = synthetic_batch(rng, total, args.image_size, args.classes)
+    test_x, test_y = synthetic_batch(rng, max(1, round(total * 0.15 / 0.85)), args.image_size, args.classes)
+    for _ in range(loop_repeats):
+        bare_times.append(seconds_per_call(graph_run, args.loop_steps) * args.loop_steps)
+        epoch, parts, snapshot_bytes, checkpoint_bytes = loop_epoch(
+            args.image_size, args.batch_size, args.classes, args.loop_steps, train_x, train_y, test_x, test_y,
+            keep_conv, keep_fc)
+        loop_times.append(epoch)
+        parts_list.append(parts)
+    graph_session.close()
+    matmul_session.close()
+
+    per_image = {name: args.batch_size / min(seconds) for name, seconds in times.items() if name != "matmul"}
+    median_per_image = {name: args.batch_size / statistics.median(seconds)
+                        for name, seconds in times.items() if name != "matmul"}
+    matmul_flops = 2 * args.matmul_size ** 3
+    gflops = matmul_flops / min(times["matmul"]) / 1e9
+    gflop_per_image = GFLOP_PER_IMAGE_224 * (args.image_size / 224) ** 2
+    best_loop = min(range(loop_repeats), key=lambda k: loop_times[k])
+    bare = min(bare_times)
+    for name in per_image:
+        print(f"{name:9s} {per_image[name]:7.2f} images/s best, {median_per_image[name]:7.2f} median "
+              f"({steps} steps x {repeats} rounds)")
+    print(f"matmul    {gflops:7.1f} GFLOP/s best, {matmul_flops / statistics.median(times['matmul']) / 1e9:7.1f} median "
+          f"({args.matmul_size}^2 float32)")
+    print(f"loop      epoch of {args.loop_steps} steps {loop_times[best_loop]:.2f} s vs bare steps {bare:.2f} s; "
+          + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts_list[best_loop].items()))
+
+    report = {
+        "train_img_per_s": round(per_image["graph"], 2),
+        "keras_img_per_s": round(per_image["keras"], 2),
+        "ratio_vs_keras": round(per_image["graph"] / per_image["keras"], 3),
+        # Each round's Keras block right after its graph block: the median of those pairs drifts less.
+        "ratio_vs_keras_paired_median": round(statistics.median(
+            k / g for g, k in zip(times["graph"], times["keras"])), 3),
+        "matmul_gflops": round(gflops, 1),
+        "share_of_matmul_peak": round(per_image["graph"] * gflop_per_image / gflops, 3),
+        "loop_overhead": round(loop_times[best_loop] / bare, 3),
+        "snapshot_bytes": snapshot_bytes,
+        "train_img_per_s_median": round(median_per_image["graph"], 2),
+        "keras_img_per_s_median": round(median_per_image["keras"], 2),
+        "keras_jit_compile": bool(keras_models["keras"].jit_compile),
+        "checkpoint_bytes": checkpoint_bytes,
+        "loop_epoch_s": round(loop_times[best_loop], 2),
+        "bare_steps_s": round(bare, 2),
+        **{f"loop_{name}_s": round(seconds, 2) for name, seconds in parts_list[best_loop].items()},
+        "gflop_per_image_counted": round(train_flops_per_image(args.image_size, args.classes) / 1e9, 2),
+        "image_size": args.image_size, "batch_size": args.batch_size, "repeats": repeats, "steps": steps,
+        "loop_steps": args.loop_steps, "loop_repeats": loop_repeats,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        "tf_version": tf.__version__, "cpu_count": os.cpu_count(),
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+    if args.keras_xla:
+        report["keras_xla_img_per_s"] = round(per_image["keras_xla"], 2)
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
