@@ -207,7 +207,8 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=2, help="number of classes")
     parser.add_argument("--repeats", type=int, default=None,
                         help="interleaved rounds of graph, Keras and matmul blocks (default 10, --quick 6)")
-    parser.add_argument("--steps", type=int, default=None, help="steps (or matmuls) per timed block (default 8, --quick 5)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps per timed block, half as many matmuls (default 8, --quick 5)")
     parser.add_argument("--loop-steps", type=int, default=25,
                         help="training steps per epoch of the real loop (25: epoch 2 holds steps 26..50, "
                              "five summary steps and the step-50 snapshot)")
@@ -269,7 +270,8 @@ def main(argv=None):
     for name in per_image:
         print(f"{name:9s} {per_image[name]:7.2f} images/s best, {median_per_image[name]:7.2f} median "
               f"({steps} steps x {repeats} rounds)")
-    print(f"matmul    {gflops:7.1f} GFLOP/s best, {matmul_flops / statistics.median(times['matmul']) / 1e9:7.1f} median "
+    median_gflops = matmul_flops / statistics.median(times["matmul"]) / 1e9
+    print(f"matmul    {gflops:7.1f} GFLOP/s best, {median_gflops:7.1f} median "
           f"({args.matmul_size}^2 float32)")
     print(f"loop      epoch of {args.loop_steps} steps {loop_times[best_loop]:.2f} s vs bare steps {bare:.2f} s; "
           + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts_list[best_loop].items()))
