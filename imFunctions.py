@@ -415,17 +415,32 @@ def loadDataset(classes=None, image_size=224, data_dir=DATA_DIR, workers=None):
     if len(train_u8) == 0:
         raise DataError(f"no readable training images for {', '.join(labels)} in {data_dir}/train")
     mean_image = train_u8.mean(axis=0, dtype=np.float64).astype(np.float32)
-    train_x = _centred_float32(train_u8, mean_image)
+    train_x = _centred_float32(train_u8, mean_image, workers)
     del train_u8
-    test_x = _centred_float32(test_u8, mean_image)
+    test_x = _centred_float32(test_u8, mean_image, workers)
     one_hot = np.eye(len(labels), dtype=np.float32)
     return Dataset(train_x, one_hot[train_index], test_x, one_hot[test_index],
                    len(labels), labels, mean_image)
 
 
-def _centred_float32(images_u8, mean_image):
-    # One pass, one allocation: uint8 in, float32 minus the mean out.
-    return np.subtract(images_u8, mean_image, dtype=np.float32)
+def _centred_float32(images_u8, mean_image, workers=None, chunk=16):
+    """uint8 in, float32 minus the mean out: one pass, one allocation, split over threads.
+
+    Most of the time goes to first touching the new float32 pages, which threads share well.
+    """
+    centred = np.empty(images_u8.shape, np.float32)
+
+    def centre(start):
+        np.subtract(images_u8[start:start + chunk], mean_image, out=centred[start:start + chunk], dtype=np.float32)
+
+    with concurrent.futures.ThreadPoolExecutor(_worker_count(workers)) as pool:
+        list(pool.map(centre, range(0, len(images_u8), chunk)))
+    return centred
+
+
+def _worker_count(workers):
+    """Threads for decoding and converting: Pillow and numpy release the GIL for both."""
+    return workers or min(8, (os.cpu_count() or 1) + 2)
 
 
 def load_uint8_split(labels, image_size, data_dir, workers=None):
@@ -465,7 +480,7 @@ def decode_images(paths, image_size, workers=None):
             images[position] = picture
             keep[position] = True
 
-    with concurrent.futures.ThreadPoolExecutor(workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
+    with concurrent.futures.ThreadPoolExecutor(_worker_count(workers)) as pool:
         list(pool.map(decode_into, range(len(paths))))
     if keep.all():
         return images, keep
