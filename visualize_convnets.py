@@ -404,6 +404,8 @@ def restore_latest(session, saver, checkpoint_dir):
     """Restore the newest readable full checkpoint; returns its path, or None if there is none."""
     state = tf.train.get_checkpoint_state(checkpoint_dir)
     candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
+    # Earlier runs' checkpoints count towards --keep-checkpoints, so they get deleted in turn.
+    saver.recover_last_checkpoints(candidates[::-1])
     for path in candidates:
         try:
             saver.restore(session, path)

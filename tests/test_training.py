@@ -263,6 +263,8 @@ def test_a_resumed_run_continues_up_to_its_total_epochs(short_run, tmp_path):
     assert f"Resumed from {directory / 'checkpoints' / 'model.ckpt-18'} at global step 18 (epoch 4)" in resumed.stdout
     assert "Epoch number 3 " not in resumed.stdout and "Epoch number 4 " in resumed.stdout
     assert resumed.stdout.splitlines()[-1] == "Training finished: 4 epochs, global step 24"
+    assert sorted(name for name in os.listdir(directory / "checkpoints") if name.endswith(".index")) == [
+        "model.ckpt-18.index", "model.ckpt-24.index"]  # the earlier run's model.ckpt-12 counted towards the 2 kept
 
 
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_one_before(short_run, tmp_path):
