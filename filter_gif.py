@@ -59,19 +59,11 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        validate(args)
-    except UsageError as error:
-        parser.error(str(error))
-    return args
+    return vc.parse_checked(build_parser(), validate, argv)
 
 
 def validate(args):
-    for name in ("every", "scale"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    vc.require_at_least_one(args, ("every", "scale"))
     if not args.fps > 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
     for layer in args.layers:

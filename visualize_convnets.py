@@ -112,21 +112,29 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    parser = build_parser()
+    return parse_checked(build_parser(), validate, argv)
+
+
+def parse_checked(parser, validate_args, argv=None):
+    """Parse, then validate: a UsageError becomes argparse's one-line error and exit status 2."""
     args = parser.parse_args(argv)
     try:
-        validate(args)
+        validate_args(args)
     except UsageError as error:
         parser.error(str(error))
     return args
 
 
-def validate(args):
-    """Every check that needs no data, so bad input stops the run before it writes anything."""
-    for name in ("epochs", "batch_size", "image_size", "summary_every", "snapshot_every",
-                 "checkpoint_every", "keep_checkpoints"):
+def require_at_least_one(args, names):
+    for name in names:
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+
+
+def validate(args):
+    """Every check that needs no data, so bad input stops the run before it writes anything."""
+    require_at_least_one(args, ("epochs", "batch_size", "image_size", "summary_every", "snapshot_every",
+                                "checkpoint_every", "keep_checkpoints"))
     if not 0 < args.test_fraction < 1:
         raise UsageError(f"--test-fraction must be between 0 and 1 (exclusive), got {args.test_fraction}")
     for name in ("keep_conv", "keep_fc"):
