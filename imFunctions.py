@@ -506,7 +506,9 @@ def _cache_dir(labels, image_size, files, data_dir):
     for part in ("train", "test"):
         for path, index in files[part]:
             status = os.stat(path)
-            digest.update(f"{part} {path} {index} {status.st_size} {status.st_mtime_ns}\n".encode())
+            # Relative to the data folder: the cache stays valid where the folder is mounted elsewhere.
+            name = os.path.relpath(path, data_dir)
+            digest.update(f"{part} {name} {index} {status.st_size} {status.st_mtime_ns}\n".encode())
     # Caches of one class set and size share a prefix, so a newer one replaces the older.
     return os.path.join(data_dir, "cache", f"{slug}-{classes_id}-{image_size}px-{digest.hexdigest()[:12]}")
 

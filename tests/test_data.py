@@ -393,6 +393,18 @@ def test_build_decodes_again_when_an_input_file_changes(prepared_data_dir, tmp_p
                 and "-20px-" in name and name.startswith("shiba_inu-samoyed-")]) == 1  # the stale one is gone
 
 
+def test_build_reuses_the_cache_when_the_data_folder_moves(prepared_data_dir, tmp_path, monkeypatch):
+    first_place, second_place = tmp_path / "here" / "data", tmp_path / "there" / "data"
+    shutil.copytree(prepared_data_dir, first_place)
+    imf.buildDataset(["shiba_inu", "samoyed"], image_size=18, data_dir=first_place)
+    shutil.copytree(first_place, second_place, copy_function=shutil.copy2)  # keeps mtimes, as a mount does
+    decodes = count_decodes(monkeypatch)
+
+    imf.buildDataset(["shiba_inu", "samoyed"], image_size=18, data_dir=second_place)
+
+    assert decodes == []
+
+
 # --------------------------------------------------------------------------- shuffle
 
 def test_shuffle_applies_one_permutation_to_images_and_labels():
