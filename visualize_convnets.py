@@ -402,7 +402,7 @@ def write_run(checkpoint_dir, run, mean_image):
 
 
 def check_same_run(previous, run, checkpoint_dir):
-    for key in ("classes", "image_size", "batch_size", "train_images"):
+    for key in ("classes", "image_size", "batch_size", "train_images", "seed"):  # the seed fixes the data order
         if previous[key] != run[key]:
             raise UsageError(f"{checkpoint_dir} holds a run with {key} {previous[key]}, not {run[key]}: "
                              f"use the same settings or another --checkpoint-dir")

@@ -267,6 +267,17 @@ def test_a_resumed_run_continues_up_to_its_total_epochs(short_run, tmp_path):
         "model.ckpt-18.index", "model.ckpt-24.index"]  # the earlier run's model.ckpt-12 counted towards the 2 kept
 
 
+def test_resuming_with_other_settings_is_refused(short_run, tmp_path):
+    directory = copy_run(short_run, tmp_path / "other")
+
+    result = run_script("visualize_convnets.py", training_args(short_run.data_dir, directory, seed=2, skip_demos=True),
+                        cwd=directory)
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (f"visualize_convnets.py: error: {directory / 'checkpoints'} holds a run "
+                                              f"with seed 1, not 2: use the same settings or another --checkpoint-dir")
+
+
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_one_before(short_run, tmp_path):
     directory = copy_run(short_run, tmp_path / "damaged")
     (directory / "checkpoints" / "model.ckpt-18.data-00000-of-00001").write_bytes(b"damaged")
