@@ -69,6 +69,6 @@ VOLUME ["/workspace/data", "/workspace/logs", "/workspace/checkpoints", "/worksp
 EXPOSE 6006
 
 # Exec form: python is PID 1 and gets docker stop's SIGTERM itself, and saves
-# a checkpoint before it exits. (PID 1 ignores SIGTERM until a handler is set, so
-# a stop during start-up waits out the grace period; --init avoids that.)
+# a checkpoint before it exits. (It sets its handlers first thing: PID 1 ignores
+# SIGTERM that has none.)
 CMD ["python", "visualize_convnets.py"]
