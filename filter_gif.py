@@ -69,10 +69,10 @@ def validate(args):
     for layer in args.layers:
         if layer not in CONV_CHANNELS:
             raise UsageError(f"unknown layer {layer!r}; available: {', '.join(CONV_CHANNELS)}")
-    deepest_input = min(CONV_CHANNELS[layer][0] for layer in args.layers if layer != "conv1_1") \
+    fewest_inputs = min(CONV_CHANNELS[layer][0] for layer in args.layers if layer != "conv1_1") \
         if set(args.layers) - {"conv1_1"} else None
-    if args.input_channel is not None and deepest_input is not None and not 0 <= args.input_channel < deepest_input:
-        raise UsageError(f"--input-channel must be in 0..{deepest_input - 1}, got {args.input_channel}")
+    if args.input_channel is not None and fewest_inputs is not None and not 0 <= args.input_channel < fewest_inputs:
+        raise UsageError(f"--input-channel must be in 0..{fewest_inputs - 1}, got {args.input_channel}")
     for layer in args.feature_layers:
         if layer not in vc.FEATURE_LAYERS:
             raise UsageError(f"unknown feature layer {layer!r}; available: {', '.join(vc.FEATURE_LAYERS)}")
@@ -94,10 +94,8 @@ def feature_channels(layer):
 def find_snapshots(checkpoint_dir):
     """``[(global step, prefix)]`` of every snapshot whose index is written, oldest first."""
     folder = os.path.join(checkpoint_dir, vc.SNAPSHOT_DIR)
-    if not os.path.isdir(folder):
-        raise UsageError(f"no filter snapshots in {folder}: train first (python visualize_convnets.py)")
     found = []
-    for name in os.listdir(folder):
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
         match = re.fullmatch(rf"{vc.SNAPSHOT_NAME}-(\d+)\.index", name)
         if match:
             found.append((int(match.group(1)), os.path.join(folder, name[:-len(".index")])))
@@ -131,6 +129,15 @@ def load_snapshots(checkpoint_dir, every):
     if not snapshots:
         raise UsageError(f"no readable filter snapshots in {os.path.join(checkpoint_dir, vc.SNAPSHOT_DIR)}")
     return snapshots
+
+
+def latest_readable_snapshot(checkpoint_dir):
+    """``(step, params)`` of the newest snapshot that reads, looking no further back than needed."""
+    for step, prefix in reversed(find_snapshots(checkpoint_dir)):
+        params = read_conv_params(prefix)
+        if params is not None:
+            return step, params
+    raise UsageError(f"no readable filter snapshots in {os.path.join(checkpoint_dir, vc.SNAPSHOT_DIR)}")
 
 
 # --------------------------------------------------------------------------- drawing
@@ -279,7 +286,7 @@ def feature_pngs(args, image, image_size, network):
     latest = tf.train.latest_checkpoint(args.checkpoint_dir)
     params = read_conv_params(latest) if latest else None
     if params is None:
-        step, params = load_snapshots(args.checkpoint_dir, 1)[-1]
+        step, params = latest_readable_snapshot(args.checkpoint_dir)
         print(f"No readable full checkpoint: feature maps from the snapshot of step {step}", file=sys.stderr)
     else:
         step = int(latest.rsplit("-", 1)[1])
@@ -308,7 +315,7 @@ def main(argv=None):
             written += feature_gifs(args, snapshots, image, image_size, network)
             written += feature_pngs(args, image, image_size, network)
     except UsageError as error:
-        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        vc.print_error(error)
         return 2
     print(f"{len(snapshots)} snapshots, steps {snapshots[0][0]} to {snapshots[-1][0]}: wrote {', '.join(written)}")
     return 0

@@ -600,11 +600,16 @@ def main(argv=None):
         print(f"Stopped by {signal.Signals(stop.args[0]).name} before training began; nothing to save")
         return 128 + stop.args[0]
     except UsageError as error:
-        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        print_error(error)
         return 2
     except (imf.DataError, ValueError) as error:
-        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        print_error(error)
         return 1
+
+
+def print_error(error):
+    """The one line a user sees for a failure we foresaw, in argparse's form."""
+    print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
 
 
 if __name__ == "__main__":

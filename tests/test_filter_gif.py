@@ -198,6 +198,19 @@ def test_image_writes_one_png_per_conv_and_pool_layer_with_every_channel(gifs):
             assert png.size == (8 * cell + fg.GAP, fg.HEADER + channels // 8 * cell + fg.GAP), layer
 
 
+def test_without_a_full_checkpoint_the_feature_pngs_come_from_the_latest_snapshot(short_run, gifs, tmp_path, capsys):
+    checkpoints = copied_checkpoints(short_run, tmp_path)
+    os.remove(checkpoints / "checkpoint")  # no full checkpoint recorded
+    (checkpoints / "snapshots" / "filters-18.data-00000-of-00001").write_bytes(b"half")
+
+    status = fg.main(["--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "out"), "--layers", "conv1_1",
+                      "--image", str(gifs[1])])
+
+    assert status == 0
+    assert "feature maps from the snapshot of step 16" in capsys.readouterr().err
+    assert (tmp_path / "out" / f"{gifs[1].stem}_features_pool2.png").exists()
+
+
 def test_channels_all_animates_a_grid_of_every_channel(short_run, gifs, tmp_path):
     _, image = gifs
     fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path), "--layers", "conv1_1",
