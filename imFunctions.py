@@ -26,10 +26,13 @@ import os
 import random
 import re
 import shutil
+import socket
 import sys
 import tarfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -47,6 +50,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SPLIT_SEED = 0
 CACHE_VERSION = 1
 CHUNK_BYTES = 1 << 20
+STALL_BYTES = 1000       # less than this in a stall_timeout window: the connection has stalled
+SLOW_AFTER_S = 10.0      # how long a download runs before its rate is judged
+SLOW_HOURS = 1.0         # a download expected to take longer than this is called slow
 
 Dataset = collections.namedtuple(
     "Dataset", "train_x train_y test_x test_y classes classLabels mean_image")
@@ -62,85 +68,192 @@ def base_url():
     return os.environ.get("OXFORD_PETS_URL") or OFFICIAL_URL
 
 
-def downloadImages(filename, expected_bytes, data_dir=DATA_DIR, md5=None,
-                   retries=4, timeout=30.0, progress=True):
+def expected_size(filename):
+    """The published size at the official address; elsewhere (a mirror) the size its server announces."""
+    return OFFICIAL_ARCHIVES[filename][0] if base_url() == OFFICIAL_URL else None
+
+
+def downloadImages(filename, expected_bytes=None, data_dir=DATA_DIR, md5=None,
+                   retries=4, timeout=30.0, stall_timeout=60.0, progress=True):
     """Fetch ``<base URL>/<filename>`` into ``data_dir`` and return its path.
 
-    The bytes stream into ``<filename>.part``; a cut connection is resumed with an HTTP
-    Range request (``retries`` times, with backoff), and a later call resumes a ``.part``
-    left behind. The file is renamed into place only once its size and MD5 check out:
-    ``md5`` when given, else the published one for the official archives. A mirror
-    (``$OXFORD_PETS_URL``) may serve other bytes of the official size, so there a
-    published-MD5 mismatch is a warning, not an error. A complete file is kept.
+    The bytes stream into ``<filename>.part``; a cut or stalled connection is resumed
+    with an HTTP Range request (``retries`` times, with backoff), and a later call
+    resumes a ``.part`` left behind. ``timeout`` bounds the wait for the server's
+    answer; ``stall_timeout`` abandons a connection that brings less than 1 KB in that
+    many seconds (a server that drips bytes), keeping what arrived. The file is renamed
+    into place only once its size and MD5 check out: ``expected_bytes`` when given
+    (else the size the server announces), ``md5`` when given, else the published one
+    for the official archives. A mirror (``$OXFORD_PETS_URL``) may serve other bytes
+    of the official size, so there a published-MD5 mismatch is a warning, not an error.
+    A complete file is kept.
     """
     strict_md5 = md5 is not None or base_url() == OFFICIAL_URL
-    if md5 is None and OFFICIAL_ARCHIVES.get(filename, (None,))[0] == expected_bytes:
-        md5 = OFFICIAL_ARCHIVES[filename][1]
     os.makedirs(data_dir, exist_ok=True)
     final_path = os.path.join(data_dir, filename)
-    if os.path.isfile(final_path) and os.path.getsize(final_path) == expected_bytes:
+    if os.path.isfile(final_path) and expected_bytes in (None, os.path.getsize(final_path)):
         return final_path
     url = f"{base_url().rstrip('/')}/{filename}"
     part_path = final_path + ".part"
     bar = ProgressBar(filename, expected_bytes) if progress else None
     try:
-        _fetch_with_retries(url, part_path, expected_bytes, retries, timeout, bar)
+        total = _fetch_with_retries(url, part_path, expected_bytes, retries, (timeout, stall_timeout), bar)
     finally:
         if bar:
             bar.close()
-    _verify(part_path, filename, url, expected_bytes, md5, strict_md5)
+    if md5 is None and OFFICIAL_ARCHIVES.get(filename, (None,))[0] == total:
+        md5 = OFFICIAL_ARCHIVES[filename][1]
+    _verify(part_path, filename, url, total, md5, strict_md5)
     os.replace(part_path, final_path)
     return final_path
 
 
-def _fetch_with_retries(url, part_path, expected_bytes, retries, timeout, bar):
+class _Stalled(Exception):
+    """The connection brought (almost) nothing for too long; what arrived is kept."""
+
+
+def _fetch_with_retries(url, part_path, expected_bytes, retries, timeouts, bar):
+    """Fetch until ``part_path`` is whole; returns the file's full size."""
     filename = os.path.basename(part_path)[:-len(".part")]
     for attempt in range(retries + 1):
         try:
-            return _fetch_remaining(url, part_path, expected_bytes, timeout, bar)
+            return _fetch_remaining(url, part_path, expected_bytes, timeouts, bar)
         except urllib.error.HTTPError as error:
+            if 300 <= error.code < 400:  # urllib follows redirects; one that comes back is a loop
+                raise DataError(f"cannot download {filename} from {url}: the server redirects in a loop "
+                                f"(HTTP {error.code})")
             if error.code < 500 and error.code not in (408, 429):  # the file is not there: retrying won't help
-                _remove(part_path)
-                raise DataError(f"cannot download {filename} from {url}: HTTP {error.code} {error.reason}")
+                raise DataError(f"cannot download {filename} from {url}: HTTP {error.code} {error.reason}"
+                                + _kept(part_path))
             reason = f"HTTP {error.code} {error.reason}"
-        except (OSError, http.client.HTTPException) as error:
-            reason = str(getattr(error, "reason", None) or error) or type(error).__name__
+        except urllib.error.URLError as error:
+            reason = _one_line(error.reason)
+            if isinstance(error.reason, socket.gaierror):  # no name resolution: offline, retrying won't help
+                raise DataError(f"cannot download {filename} from {url}: cannot resolve its host ({reason}); "
+                                f"{_mirror_hint()}")
+        except (_Stalled, OSError, http.client.HTTPException) as error:
+            reason = _one_line(error) or type(error).__name__
         if attempt < retries:
+            if bar:
+                bar.note(f"{reason}; trying again ({attempt + 2} of {retries + 1})")
             time.sleep(min(0.5 * 2 ** attempt, 8.0))
-    raise DataError(f"cannot download {filename} from {url} after {retries + 1} attempts: "
-                    f"{reason} (run again to resume from byte {_size(part_path)})")
-
-
-def _fetch_remaining(url, part_path, expected_bytes, timeout, bar):
-    """Append to ``part_path`` whatever of ``url`` it lacks."""
     have = _size(part_path)
-    if have > expected_bytes:
-        _remove(part_path)
+    hint = f"run again to resume from byte {have}" if have else _mirror_hint()
+    raise DataError(f"cannot download {filename} from {url} after {retries + 1} attempts: {reason} ({hint})")
+
+
+def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar):
+    """Append to ``part_path`` whatever of ``url`` it lacks; returns the file's full size."""
+    timeout = timeouts[0]
+    have = _size(part_path)
+    if expected_bytes is not None and have == expected_bytes:
+        return have
+    if expected_bytes is not None and have > expected_bytes:
+        _start_over(part_path, bar, f"the partial download holds {have} bytes, more than the {expected_bytes} expected")
         have = 0
-    if have == expected_bytes:
-        return
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    waiting = threading.Timer(min(5.0, timeout / 2), _say_waiting, (bar, url))
+    waiting.start()
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as error:
-        if error.code == 416 and have:  # nothing left past what we hold
-            return
-        raise
+        if error.code != 416 or not have:
+            raise
+        # Nothing past what we hold: whole if the server's size is ours, else not its file.
+        total = _range_total(error.headers.get("Content-Range"))
+        if total == have and expected_bytes in (None, have):
+            return have
+        _start_over(part_path, bar, f"the server's copy has {total if total is not None else 'an unknown number of'} "
+                                    f"bytes, which the {have} already downloaded do not fit")
+        return _fetch_remaining(url, part_path, expected_bytes, timeouts, bar)
+    finally:
+        waiting.cancel()
     with response:
         if response.status != 206:  # the server ignored the range: start over
             have = 0
-        with open(part_path, "ab" if have else "wb") as part:
+            total = _int_or_none(response.headers.get("Content-Length"))
+        else:
+            total = _range_total(response.headers.get("Content-Range"))
+        if expected_bytes is not None and total is not None and total != expected_bytes:
+            raise DataError(f"{os.path.basename(part_path)[:-len('.part')]} from {url} has {total} bytes, "
+                            f"expected {expected_bytes}")
+        total = expected_bytes if expected_bytes is not None else total
+        if bar:
+            bar.start(have, total)
+        _copy_body(response, part_path, have, timeouts, bar)
+    if total is None:  # no length announced: what arrived before the server closed is the file
+        return _size(part_path)
+    if _size(part_path) < total:
+        raise ConnectionError(f"connection closed after {_size(part_path)} of {total} bytes")
+    return total
+
+
+def _copy_body(response, part_path, have, timeouts, bar):
+    """Stream the body into ``part_path``; every byte that arrived is on disk even when it stalls.
+
+    A silent server trips the socket's own timeout; one that drips bytes is caught by
+    counting what arrives in each ``stall_timeout`` window.
+    """
+    timeout, stall_timeout = timeouts
+    window_start, window_bytes = time.monotonic(), 0
+    with open(part_path, "ab" if have else "wb") as part:
+        while True:
+            try:
+                chunk = response.read1(CHUNK_BYTES)  # whatever has arrived: a stall loses nothing
+            except (TimeoutError, socket.timeout):
+                raise _Stalled(f"no data for {timeout:g} s")
+            if not chunk:
+                return
+            part.write(chunk)
             if bar:
-                bar.start(have)
-            while True:
-                chunk = response.read(CHUNK_BYTES)
-                if not chunk:
-                    break
-                part.write(chunk)
-                if bar:
-                    bar.update(len(chunk))
-    if _size(part_path) < expected_bytes:
-        raise ConnectionError(f"connection closed after {_size(part_path)} of {expected_bytes} bytes")
+                bar.update(len(chunk))
+            window_bytes += len(chunk)
+            if time.monotonic() - window_start >= stall_timeout:
+                if window_bytes < STALL_BYTES:
+                    raise _Stalled(f"{window_bytes} bytes in {stall_timeout:g} s")
+                window_start, window_bytes = time.monotonic(), 0
+
+
+def _start_over(part_path, bar, why):
+    message = f"Warning: {why}; starting {os.path.basename(part_path)[:-len('.part')]} over"
+    if bar:
+        bar.note(message)
+    else:
+        print(message, file=sys.stderr)
+    _remove(part_path)
+
+
+def _say_waiting(bar, url):
+    message = f"waiting for {urllib.parse.urlsplit(url).netloc} to answer..."
+    if bar:
+        bar.note(message)
+    else:
+        print(message, file=sys.stderr)
+
+
+def _range_total(content_range):
+    """The N of ``bytes a-b/N`` or ``bytes */N``; None when absent or ``*``."""
+    match = re.fullmatch(r"bytes (?:\d+-\d+|\*)/(\d+)", (content_range or "").strip())
+    return int(match.group(1)) if match else None
+
+
+def _int_or_none(text):
+    return int(text) if text and text.strip().isdigit() else None
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
+
+
+def _kept(part_path):
+    have = _size(part_path)
+    return f" (the {have} bytes already downloaded stay in {part_path})" if have else ""
+
+
+def _mirror_hint():
+    if os.environ.get("OXFORD_PETS_URL"):
+        return "OXFORD_PETS_URL points at this mirror: is it serving?"
+    return "offline? OXFORD_PETS_URL can point at a mirror (README: Offline)"
 
 
 def _verify(part_path, filename, url, expected_bytes, md5, strict_md5):
@@ -176,35 +289,62 @@ def _remove(path):
 
 
 class ProgressBar:
-    """One self-overwriting line on stderr: bytes, total, percent and rate."""
+    """One self-overwriting line on stderr: bytes, total, percent and rate; notes on lines of their own."""
 
     def __init__(self, label, total, stream=None):
         self.label, self.total, self.stream = label, total, stream or sys.stderr
         self.done = self.started_at_bytes = 0
         self.started = self.shown = time.monotonic()
+        self.drawn = self.warned_slow = False
 
-    def start(self, done):
+    def start(self, done, total=None):
         self.done = self.started_at_bytes = done
+        self.total = total if total is not None else self.total
         self.started = time.monotonic()
         self.show()
 
     def update(self, count):
         self.done += count
-        if time.monotonic() - self.shown >= 0.2 or self.done >= self.total:
+        if time.monotonic() - self.shown >= 0.2 or self.done >= (self.total or float("inf")):
             self.show()
+
+    def rate(self):
+        return (self.done - self.started_at_bytes) / max(time.monotonic() - self.started, 1e-6)
 
     def show(self):
         self.shown = time.monotonic()
-        rate = (self.done - self.started_at_bytes) / max(self.shown - self.started, 1e-6)
-        percent = 100.0 * self.done / self.total if self.total else 100.0
-        self.stream.write(f"\r{self.label}: {self.done / 1e6:.1f} / {self.total / 1e6:.1f} MB "
-                          f"{percent:5.1f}% {rate / 1e6:.1f} MB/s")
+        rate = self.rate()
+        if self.total:
+            size = f"{self.done / 1e6:.1f} / {self.total / 1e6:.1f} MB {100.0 * self.done / self.total:5.1f}%"
+        else:
+            size = f"{self.done / 1e6:.1f} MB"
+        self.stream.write(f"\r{self.label}: {size} {rate / 1e6:.1f} MB/s")
+        self.stream.flush()
+        self.drawn = True
+        self.warn_if_slow(rate)
+
+    def warn_if_slow(self, rate):
+        """Once, early: a download that will take hours says so, and how to stop and resume it."""
+        left = (self.total or 0) - self.done
+        if self.warned_slow or self.shown - self.started < SLOW_AFTER_S or left <= 0:
+            return
+        hours = left / max(rate, 1.0) / 3600
+        if hours >= SLOW_HOURS:
+            self.warned_slow = True
+            self.note(f"slow connection: {rate / 1e3:.0f} KB/s, about {hours:.1f} h left; Ctrl-C now and "
+                      f"running again resumes from here (or set OXFORD_PETS_URL to a nearer mirror)")
+
+    def note(self, message):
+        """A line of its own, the progress line redrawn below it."""
+        self.stream.write(("\n" if self.drawn else "") + f"{self.label}: {message}\n")
+        self.drawn = False
         self.stream.flush()
 
     def close(self):
-        self.show()
-        self.stream.write("\n")
-        self.stream.flush()
+        if self.drawn or self.done:
+            self.show()
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 # --------------------------------------------------------------------------- extract

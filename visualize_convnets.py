@@ -247,7 +247,7 @@ def prepare_data(args):
     """The tutorial's data cells through imFunctions, each stage skipped when already done."""
     for filename in ("annotations.tar.gz", "images.tar.gz"):
         if not os.path.exists(imf.extraction_marker(filename, args.data_dir)):
-            imf.downloadImages(filename, imf.OFFICIAL_ARCHIVES[filename][0], data_dir=args.data_dir)
+            imf.downloadImages(filename, imf.expected_size(filename), data_dir=args.data_dir)
             imf.maybeExtract(filename, data_dir=args.data_dir)
     imf.sortImages(args.test_fraction, data_dir=args.data_dir)
     return imf.loadDataset(args.classes, args.image_size, args.data_dir)
