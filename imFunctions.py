@@ -19,12 +19,16 @@ when that is set (a mirror, or the tests' local server).
 """
 import collections
 import concurrent.futures
+import contextlib
+import errno
+import fcntl
 import hashlib
 import http.client
 import json
 import os
 import random
 import re
+import secrets
 import shutil
 import socket
 import sys
@@ -34,6 +38,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
+import zlib
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -48,7 +54,7 @@ OFFICIAL_ARCHIVES = {
 TUTORIAL_CLASSES = ("shiba_inu", "samoyed")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SPLIT_SEED = 0
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: metadata holds checksums; version 1 caches are rebuilt
 CHUNK_BYTES = 1 << 20
 STALL_BYTES = 1000       # less than this in a stall_timeout window: the connection has stalled
 SLOW_AFTER_S = 10.0      # how long a download runs before its rate is judged
@@ -60,6 +66,74 @@ Dataset = collections.namedtuple(
 
 class DataError(Exception):
     """A download, checksum or archive problem, worded for the person running the tutorial."""
+
+
+class DiskFull(DataError):
+    """A write that found no space: names the folder, what was needed and what is free."""
+
+
+# --------------------------------------------------------------------------- files
+
+def temporary_name(path):
+    """A hidden name beside ``path``, unique to this writer, ending as ``path`` does (so savers
+    that go by the suffix still do)."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{os.path.splitext(name)[1]}")
+
+
+def is_temporary_name(name):
+    return re.fullmatch(r"\..+\.tmp-\d+-[0-9a-f]{8}(\.\w+)?", name) is not None
+
+
+def write_bytes_atomically(path, data):
+    """Write under a temporary name, flush it to disk, rename it into place: a failure leaves the old file."""
+    temporary = temporary_name(path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        _remove(temporary)
+        if is_disk_full(error):
+            raise disk_full(os.path.dirname(path) or ".", len(data), os.path.basename(path)) from None
+        raise
+
+
+def write_json_atomically(path, value):
+    write_bytes_atomically(path, (json.dumps(value, indent=1) + "\n").encode())
+
+
+def read_json(path):
+    """The JSON value in ``path``, or None when it is missing or not JSON."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
+    except (FileNotFoundError, IsADirectoryError, ValueError):
+        return None
+
+
+def is_disk_full(error):
+    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(folder, needed_bytes, what):
+    """The one-line error for a full disk: which folder, how much it needed, how much is free."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    return DiskFull(f"disk full: cannot write {what} in {folder}: it needs {human_bytes(needed_bytes)}, "
+                    f"{human_bytes(free)} free")
+
+
+def human_bytes(count):
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} PB"
 
 
 # --------------------------------------------------------------------------- download
@@ -180,7 +254,7 @@ def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar):
         total = expected_bytes if expected_bytes is not None else total
         if bar:
             bar.start(have, total)
-        _copy_body(response, part_path, have, timeouts, bar)
+        _copy_body(response, part_path, have, total, timeouts, bar)
     if total is None:  # no length announced: what arrived before the server closed is the file
         return _size(part_path)
     if _size(part_path) < total:
@@ -188,7 +262,7 @@ def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar):
     return total
 
 
-def _copy_body(response, part_path, have, timeouts, bar):
+def _copy_body(response, part_path, have, total, timeouts, bar):
     """Stream the body into ``part_path``; every byte that arrived is on disk even when it stalls.
 
     A silent server trips the socket's own timeout; one that drips bytes is caught by
@@ -204,7 +278,14 @@ def _copy_body(response, part_path, have, timeouts, bar):
                 raise _Stalled(f"no data for {timeout:g} s")
             if not chunk:
                 return
-            part.write(chunk)
+            try:
+                part.write(chunk)
+                part.flush()
+            except OSError as error:
+                if is_disk_full(error):
+                    raise disk_full(os.path.dirname(part_path) or ".", (total or 0) - part.tell() + len(chunk),
+                                    os.path.basename(part_path)[:-len(".part")]) from None
+                raise
             if bar:
                 bar.update(len(chunk))
             window_bytes += len(chunk)
@@ -356,9 +437,11 @@ def extraction_marker(filename, data_dir=DATA_DIR):
 def maybeExtract(filename, data_dir=DATA_DIR):
     """Extract ``data_dir/<filename>`` into ``data_dir`` once; later calls do nothing.
 
-    Every member is checked with the standard library's ``data`` filter before anything
-    is written, so an archive with an absolute path, a ``..`` component, a device or a
-    link pointing outside writes nothing at all.
+    The real archives hold only regular files and folders, so every member is checked
+    before anything is written, and an archive with a link, a device, a pipe, an
+    absolute name or a ``..`` component writes nothing at all, whether or not this
+    Python has tarfile's extraction filters (3.11.4 and later; the official TensorFlow
+    image's 3.11.0rc1 has none). Where they exist, the ``data`` filter applies as well.
     """
     marker = extraction_marker(filename, data_dir)
     if os.path.exists(marker):
@@ -373,42 +456,39 @@ def maybeExtract(filename, data_dir=DATA_DIR):
                 problem = _unsafe_member(member, destination)
                 if problem:
                     raise DataError(f"refusing to extract {filename}: unsafe member {member.name!r} ({problem})")
+                _make_plain(member)
             archive.extractall(destination, members=members, **({"filter": "data"} if has_filters else {}))
     except (tarfile.TarError, EOFError, FileNotFoundError) as error:
-        raise DataError(f"cannot extract {archive_path}: {error}")
-    with open(marker, "w") as done:
-        done.write(f"{len(members)} members\n")
+        raise DataError(f"cannot extract {archive_path}: {_one_line(error)}")
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full(data_dir, sum(member.size for member in members), f"the contents of {filename}") from None
+        raise
+    write_bytes_atomically(marker, f"{len(members)} members\n".encode())
 
 
 def _unsafe_member(member, destination):
     """Why ``member`` must not be extracted into ``destination``, or None when it is safe."""
-    if hasattr(tarfile, "data_filter"):
-        try:  # the data filter strips a leading "/" quietly; we refuse such a name
-            if tarfile.data_filter(member, destination).name != member.name:
-                return "absolute path"
-        except tarfile.FilterError as error:
-            return str(error)
-        return None
-    # Python before 3.11.4 (the official TensorFlow images ship 3.11.0rc1) has no
-    # extraction filters: the same rules, written out.
+    if member.issym() or member.islnk():
+        return f"link to {member.linkname!r}"  # the real archives hold none, and links can chain out of the folder
+    if not (member.isreg() or member.isdir()):
+        return "device or pipe"
     if os.path.isabs(member.name):
         return "absolute path"
-    if member.ischr() or member.isblk() or member.isfifo():
-        return "device or pipe"
-    path = os.path.join(destination, member.name)
-    if not _inside(path, destination):
+    if ".." in member.name.split("/"):
         return "path outside the destination"
-    if member.issym() or member.islnk():
-        if os.path.isabs(member.linkname):
-            return "absolute link target"
-        base = os.path.dirname(path) if member.issym() else destination
-        if not _inside(os.path.join(base, member.linkname), destination):
-            return "link target outside the destination"
+    if hasattr(tarfile, "data_filter"):
+        try:  # what 3.11.4+ would refuse during extraction (a name resolving outside, say) is refused now
+            tarfile.data_filter(member, destination)
+        except tarfile.FilterError as error:
+            return str(error)
     return None
 
 
-def _inside(path, folder):
-    return os.path.commonpath([os.path.realpath(path), folder]) == folder
+def _make_plain(member):
+    """Plain permissions and our own ownership, as the data filter gives where it exists."""
+    member.mode = 0o755 if member.isdir() else 0o644
+    member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
 
 
 # --------------------------------------------------------------------------- sort
@@ -470,21 +550,6 @@ def _link_or_copy(source, target):
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
-
-
-def read_json(path):
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def write_json_atomically(path, value):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as handle:
-        json.dump(value, handle, indent=1)
-    os.replace(temporary, path)
 
 
 # --------------------------------------------------------------------------- build
@@ -584,28 +649,27 @@ def _worker_count(workers):
 
 
 def load_uint8_split(labels, image_size, data_dir, workers=None):
-    """Decoded uint8 images and class indices of both splits, from the cache when valid."""
+    """Decoded uint8 images and class indices of both splits, from the cache when it checks out."""
     files = {part: [(os.path.join(data_dir, part, breed, name), index)
                     for index, breed in enumerate(labels)
                     for name in sorted(os.listdir(os.path.join(data_dir, part, breed)))]
              for part in ("train", "test")}
     cache_dir = _cache_dir(labels, image_size, files, data_dir)
-    cached = _read_cache(cache_dir)
+    cached, problem = _read_cache(cache_dir, files, len(labels), image_size)
     if cached is None:
-        cached = {}
-        skipped = []
+        if problem:
+            print(f"Warning: the dataset cache {cache_dir} {problem}; rebuilding it", file=sys.stderr)
+        cached, skipped = {}, []
         for part in ("train", "test"):
             images, keep = decode_images([path for path, _ in files[part]], image_size, workers)
             cached[f"{part}_x"] = images
             cached[f"{part}_y"] = np.array([index for (_, index), ok in zip(files[part], keep) if ok],
                                            dtype=np.int64)
             skipped += [path for (path, _), ok in zip(files[part], keep) if not ok]
-        _write_cache(cache_dir, cached, skipped)
-    else:
-        skipped = read_json(os.path.join(cache_dir, "meta.json"))["skipped"]
-    if skipped:
-        print(f"Warning: skipped {len(skipped)} unreadable image file(s): "
-              f"{', '.join(os.path.basename(path) for path in skipped)}", file=sys.stderr)
+        if skipped:  # said once, when the files are first met; the cache remembers them quietly
+            print(f"Warning: skipped {len(skipped)} unreadable image file(s): "
+                  f"{', '.join(os.path.basename(path) for path in skipped)}", file=sys.stderr)
+        _write_cache(cache_dir, cached, [os.path.relpath(path, data_dir) for path in skipped])
     return cached["train_x"], cached["train_y"], cached["test_x"], cached["test_y"]
 
 
@@ -628,14 +692,20 @@ def decode_images(paths, image_size, workers=None):
 
 
 def load_image(path, image_size):
-    """One image as uint8 RGB of ``image_size`` squared, or None when it cannot be decoded."""
+    """One image as uint8 RGB of ``image_size`` squared, or None when it cannot be decoded.
+
+    An image past Pillow's decompression-bomb limit counts as unreadable: decoding it
+    could take more memory than the machine has.
+    """
     try:
-        with Image.open(path) as picture:
-            # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale, never below the target.
-            picture.draft("RGB", (image_size, image_size))
-            picture = picture.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-            return np.asarray(picture, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # under 2x the limit: draft mode copes
+            with Image.open(path) as picture:
+                # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale, never below the target.
+                picture.draft("RGB", (image_size, image_size))
+                picture = picture.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                return np.asarray(picture, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError):
         return None
 
 
@@ -653,33 +723,114 @@ def _cache_dir(labels, image_size, files, data_dir):
     return os.path.join(data_dir, "cache", f"{slug}-{classes_id}-{image_size}px-{digest.hexdigest()[:12]}")
 
 
-def _read_cache(cache_dir):
-    if not os.path.isfile(os.path.join(cache_dir, "meta.json")):
-        return None
+CACHE_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+
+
+def _read_cache(cache_dir, files, n_classes, image_size):
+    """``(arrays, None)`` when the cache checks out; ``(None, why not)``, or ``(None, None)`` when there is none.
+
+    The arrays must agree with their metadata, the images' shape, the labels' range, the
+    number of files less those skipped, and the pixels' checksum: anything else is a
+    damaged or hand-edited cache, and is rebuilt rather than trusted.
+    """
+    meta_path = os.path.join(cache_dir, "meta.json")
+    if not os.path.exists(meta_path):
+        return None, None
+    meta = read_json(meta_path)
+    if not (isinstance(meta, dict) and isinstance(meta.get("skipped"), list)
+            and isinstance(meta.get("arrays"), dict) and meta.get("version") == CACHE_VERSION):
+        return None, "has unreadable metadata (meta.json)"
     try:
         # Memory-mapped: the uint8 images are read straight into the float conversion.
-        return {name: np.load(os.path.join(cache_dir, f"{name}.npy"), mmap_mode="r")
-                for name in ("train_x", "train_y", "test_x", "test_y")}
-    except (OSError, ValueError):
-        return None
+        arrays = {name: np.load(os.path.join(cache_dir, f"{name}.npy"), mmap_mode="r") for name in CACHE_ARRAYS}
+    except (OSError, ValueError, EOFError) as error:
+        return None, f"has an unreadable array ({_one_line(error)})"
+    skipped = {part: sum(1 for path in meta["skipped"] if path.split(os.sep)[0] == part) for part in ("train", "test")}
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_x"], arrays[f"{part}_y"]
+        expected = len(files[part]) - skipped[part]
+        if images.dtype != np.uint8 or images.shape != (expected, image_size, image_size, 3):
+            return None, f"holds {part} images of shape {images.shape}, not {(expected, image_size, image_size, 3)}"
+        if labels.dtype != np.int64 or labels.shape != (expected,):
+            return None, f"holds {part} labels of shape {labels.shape}, not {(expected,)}"
+        if expected and not (0 <= labels.min() and labels.max() < n_classes):
+            return None, f"holds {part} labels outside 0..{n_classes - 1}"
+    for name, array in arrays.items():
+        if meta["arrays"].get(name) != _checksum(array):
+            return None, f"has a checksum mismatch in {name}.npy"
+    return arrays, None
+
+
+def _checksum(array):
+    """CRC-32 of the array's bytes (about 1.8 GB/s: a 224-px cache of two breeds takes 30 ms)."""
+    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
 def _write_cache(cache_dir, arrays, skipped):
-    """Write the cache beside its final place, then rename: a crash leaves no half cache."""
+    """Write the cache beside its final place, then rename: a crash leaves no half cache.
+
+    A cache that cannot be written (a full disk, say) only costs the next run a new
+    decode, so it is a warning, not a failure.
+    """
     parent, name = os.path.split(cache_dir)
     os.makedirs(parent, exist_ok=True)
-    temporary = f"{cache_dir}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    os.makedirs(temporary)
-    for key, array in arrays.items():
-        np.save(os.path.join(temporary, f"{key}.npy"), array)
-    write_json_atomically(os.path.join(temporary, "meta.json"), {"skipped": skipped})
-    stale_prefix = name.rsplit("-", 1)[0] + "-"
-    for other in os.listdir(parent):  # same classes and size, older inputs
-        if other.startswith(stale_prefix) and other != name and ".tmp-" not in other:
-            shutil.rmtree(os.path.join(parent, other), ignore_errors=True)
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    os.rename(temporary, cache_dir)
+    temporary = f"{cache_dir}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with _cache_writer(parent):
+            os.makedirs(temporary)
+            for key, array in arrays.items():
+                np.save(os.path.join(temporary, f"{key}.npy"), array)
+            write_json_atomically(os.path.join(temporary, "meta.json"), {
+                "version": CACHE_VERSION, "skipped": skipped,
+                "arrays": {key: _checksum(array) for key, array in arrays.items()}})
+            stale_prefix = name.rsplit("-", 1)[0] + "-"
+            for other in os.listdir(parent):  # same classes and size, older inputs
+                if other.startswith(stale_prefix) and other != name and ".tmp-" not in other:
+                    shutil.rmtree(os.path.join(parent, other), ignore_errors=True)
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            os.rename(temporary, cache_dir)
+    except (OSError, DiskFull) as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(error, OSError) and not is_disk_full(error):
+            raise
+        needed = sum(array.nbytes for array in arrays.values())
+        print(f"Warning: {disk_full(parent, needed, 'the dataset cache')}; the next run decodes the images again",
+              file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _cache_writer(cache_root):
+    """Held (shared) while a cache is written; whoever finds no writer sweeps what crashed writers left."""
+    with open(os.path.join(cache_root, ".lock"), "a") as lock:
+        if _try_lock(lock, fcntl.LOCK_EX):
+            _sweep_cache_temporaries(cache_root)
+        fcntl.flock(lock, fcntl.LOCK_SH)  # converts the exclusive lock, or waits out a sweeper
+        yield
+
+
+def clean_cache_leftovers(data_dir=DATA_DIR):
+    """Remove the half-written caches of processes that died, unless another one is writing now."""
+    cache_root = os.path.join(data_dir, "cache")
+    if not os.path.isdir(cache_root):
+        return 0
+    with open(os.path.join(cache_root, ".lock"), "a") as lock:
+        return _sweep_cache_temporaries(cache_root) if _try_lock(lock, fcntl.LOCK_EX) else 0
+
+
+def _try_lock(handle, kind):
+    try:
+        fcntl.flock(handle, kind | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _sweep_cache_temporaries(cache_root):
+    swept = [name for name in os.listdir(cache_root) if ".tmp-" in name]
+    for name in swept:
+        path = os.path.join(cache_root, name)
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else _remove(path)
+    return len(swept)
 
 
 # --------------------------------------------------------------------------- shuffle

@@ -6,19 +6,27 @@ The tutorial's steps, in order:
      convolution and SAME vs VALID max pooling, through placeholders and a Session;
   3. the graph: placeholders, name scopes conv1_1 ... softmax, dropout, Adam (tf.compat.v1);
   4. TensorBoard summaries (FileWriters <logdir>/train and <logdir>/test);
-  5. the training loop: full Saver checkpoints each epoch and on SIGTERM/SIGINT (a run
-     resumes from the latest), and small filter snapshots every --snapshot-every steps
-     that filter_gif.py turns into GIFs.
+  5. the run's folder: one run at a time (a lock), resumed from the checkpoints on disk;
+  6. the training loop: full Saver checkpoints every --checkpoint-minutes of training, at
+     the end and on SIGTERM/SIGINT, and small filter snapshots every --snapshot-every
+     steps that filter_gif.py turns into GIFs.
 
     python visualize_convnets.py                       # the tutorial's defaults
     python visualize_convnets.py --image-size 64 --epochs 5
     tensorboard --logdir logs
 """
 import argparse
+import collections
 import contextlib
+import fcntl
+import io
+import json
 import math
 import os
+import re
+import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -65,6 +73,10 @@ SNAPSHOT_DIR = "snapshots"
 SNAPSHOT_NAME = "filters"
 RUN_FILE = "run.json"
 MEAN_FILE = "mean_image.npy"
+STATE_FILE = "checkpoint"  # TensorFlow's list of the latest checkpoints: a hint, the files are the truth
+LOCK_FILE = ".training.lock"
+MAX_SEED = 2 ** 31 - 1
+OXFORD_IMAGES_PER_BREED = 200
 OXFORD_BREEDS = (
     "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "Bengal",
     "Birman", "Bombay", "boxer", "British_Shorthair", "chihuahua", "Egyptian_Mau", "english_cocker_spaniel",
@@ -85,9 +97,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, except where there is none to show (its help says what happens)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser():
-    parser = OneLineParser(description=__doc__.split("\n")[0],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n")[0], formatter_class=DefaultsHelpFormatter,
+                           epilog="Offline, or behind a slow link: OXFORD_PETS_URL=http://host:port points the "
+                                  "download at a mirror of the dataset (README: Offline).")
     parser.add_argument("--classes", nargs="+", default=["shiba_inu", "samoyed"],
                         help="breeds to tell apart (any case, with or without underscores)")
     parser.add_argument("--epochs", type=int, default=400, help="total epochs; a resumed run continues up to it")
@@ -99,10 +119,15 @@ def build_parser():
     parser.add_argument("--image-size", type=int, default=224, help="side of the square images fed to the net")
     parser.add_argument("--summary-every", type=int, default=5, help="steps between TensorBoard summaries")
     parser.add_argument("--snapshot-every", type=int, default=50, help="steps between filter snapshots (for GIFs)")
-    parser.add_argument("--checkpoint-every", type=int, default=1, help="epochs between full checkpoints")
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                        help="minutes of training between full checkpoints (0: none by the clock); a run also "
+                             "saves one at its end and when stopped with SIGTERM or Ctrl-C")
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help="also save a full checkpoint every N epochs (default: by the clock only)")
     parser.add_argument("--keep-checkpoints", type=int, default=3, help="full checkpoints kept")
     parser.add_argument("--seed", type=int, default=None,
-                        help="seeds numpy and the graph (default: a random one, saved for resuming)")
+                        help=f"seeds numpy and the graph, 0..{MAX_SEED} (default: the resumed run's, else a "
+                             f"random one, saved for resuming)")
     parser.add_argument("--data-dir", default="data", help="downloads, extracted and sorted images, cache")
     parser.add_argument("--logdir", default="logs", help="TensorBoard event files (train/ and test/)")
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="checkpoints and filter snapshots")
@@ -127,8 +152,9 @@ def parse_checked(parser, validate_args, argv=None):
 
 def require_at_least_one(args, names):
     for name in names:
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 def validate(args):
@@ -140,14 +166,19 @@ def validate(args):
     for name in ("keep_conv", "keep_fc"):
         if not 0 < getattr(args, name) <= 1:
             raise UsageError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
-    if not args.learning_rate > 0:
-        raise UsageError(f"--learning-rate must be positive, got {args.learning_rate}")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise UsageError(f"--learning-rate must be a finite positive number, got {args.learning_rate}")
+    if not (math.isfinite(args.checkpoint_minutes) and args.checkpoint_minutes >= 0):
+        raise UsageError(f"--checkpoint-minutes must be 0 or more, got {args.checkpoint_minutes}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in 0..{MAX_SEED}, got {args.seed}")
     train_dir = os.path.join(args.data_dir, "train")
     known = sorted(os.listdir(train_dir)) if os.path.isdir(train_dir) else OXFORD_BREEDS
     try:
         args.classes = imf.resolve_classes(args.classes, known)
     except ValueError as error:
         raise UsageError(str(error))
+    check_memory(args, available_memory())
     folders = [args.data_dir, args.logdir, args.checkpoint_dir]
     if not args.skip_demos:
         folders.append(args.figures_dir)
@@ -162,6 +193,52 @@ def check_writable(folder):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write to {folder}: {existing} is not a writable folder")
+
+
+def memory_estimate(image_size, batch_size, n_images):
+    """Bytes a run holds at once: ``{part: bytes}`` for the dataset, the graph's variables and a step."""
+    pixels = image_size * image_size
+    fc1_inputs = pooled_size(image_size) ** 2 * CONV_LAYERS[-1][3]
+    # Weights, Adam's two slots and the gradient, in float32; fc1 is nearly all of them.
+    variables = 4 * 4 * (fc1_inputs * FC_UNITS + sum(9 * cin * cout for _, _, cin, cout in CONV_LAYERS))
+    # Per image: conv1_1, conv1_2 (full size, 32 channels), pool1 and conv2_1, conv2_2 (quarter size, 32 and
+    # 64 and 64), pool2: 108 floats a pixel, kept for the backward pass and matched by their gradients.
+    step = 2 * 4 * 108 * pixels * batch_size
+    # The float32 arrays and, while they are built, the uint8 images they come from.
+    dataset = n_images * pixels * 3 * (4 + 1)
+    return {"the dataset": dataset, "the graph's variables": variables, "a training step": step}
+
+
+def expected_image_count(args):
+    """Images of the chosen classes in both splits: counted when sorted, else the dataset's ~200 a breed."""
+    count = 0
+    for breed in args.classes:
+        folders = [os.path.join(args.data_dir, part, breed) for part in ("train", "test")]
+        count += sum(len(os.listdir(f)) for f in folders if os.path.isdir(f)) or OXFORD_IMAGES_PER_BREED
+    return count
+
+
+def check_memory(args, available):
+    """Refuse, naming the figures, a run that cannot fit in this machine's memory."""
+    parts = memory_estimate(args.image_size, args.batch_size, expected_image_count(args))
+    needed = sum(parts.values())
+    if needed > available:
+        detail = ", ".join(f"{name} {imf.human_bytes(size)}" for name, size in parts.items())
+        raise UsageError(f"--image-size {args.image_size} with --batch-size {args.batch_size} needs about "
+                         f"{imf.human_bytes(needed)} of memory ({detail}); this machine has "
+                         f"{imf.human_bytes(available)}")
+
+
+def available_memory():
+    """This machine's memory, or the container's limit where one is set."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit_file) as handle:
+                total = min(total, int(handle.read().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            pass
+    return total
 
 
 # --------------------------------------------------------------------------- 1. demos
@@ -386,44 +463,287 @@ def describe_devices():
     return "No GPU visible to TensorFlow: training on the CPU"
 
 
-# --------------------------------------------------------------------------- 5. checkpoints
+# --------------------------------------------------------------------------- 5. the run's folder
+
+# A run's settings and training mean are also kept inside each full checkpoint, beside the
+# weights they belong to, so a lost or damaged run.json can be recovered from them.
+RUN_KEYS = {"classes": list, "image_size": int, "batch_size": int, "train_images": int, "seed": int}
+RUN_JSON_VARIABLE = "run/json"
+RUN_MEAN_VARIABLE = "run/mean_image"
+RunRecord = collections.namedtuple("RunRecord", "run mean_image prefix")
+
+
+class RunLock:
+    """An OS lock on the checkpoint and log folders for the run's life: one run writes them at a time.
+
+    flock is released by the kernel however the process ends, kill -9 included, so a
+    stale lock never blocks the next run. The file names the holder for the error message.
+    """
+
+    def __init__(self, folders):
+        self.handles = []
+        for folder in folders:
+            os.makedirs(folder, exist_ok=True)
+            handle = open(os.path.join(folder, LOCK_FILE), "a+")
+            self.handles.append(handle)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise UsageError(f"{folder} is in use by another training run ({describe_holder(handle.read())}): "
+                                 f"wait for it or stop it, or use another --checkpoint-dir and --logdir")
+            handle.truncate(0)
+            handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+            handle.flush()
+
+
+def describe_holder(text):
+    pid, _, host = text.strip().partition(" ")
+    if not pid.isdigit():
+        return "its PID unknown"
+    return f"PID {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
+
+
+def clean_leftovers(checkpoint_dir, data_dir):
+    """Remove what killed or failed runs left behind. Called with the run's lock held, so none is in use:
+    TensorFlow's half-written checkpoint files (up to 1.2 GB each), its state file's temporaries, our
+    own temporary files, and dataset caches whose writer is gone."""
+    removed, freed = 0, 0
+    for folder in (checkpoint_dir, os.path.join(checkpoint_dir, SNAPSHOT_DIR)):
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if ".tempstate" in name or re.fullmatch(rf"{STATE_FILE}\.tmp[0-9a-f]{{32}}", name) \
+                    or imf.is_temporary_name(name):
+                path = os.path.join(folder, name)
+                freed += os.path.getsize(path)
+                os.remove(path)
+                removed += 1
+    caches = imf.clean_cache_leftovers(data_dir)
+    if removed or caches:
+        print(f"Removed what an interrupted run left: {removed} temporary file(s) ({imf.human_bytes(freed)}) "
+              f"and {caches} half-written dataset cache(s)")
+
+
+def find_checkpoints(checkpoint_dir):
+    """``[(step, prefix)]`` of the full checkpoints whose index file is on disk, newest first.
+
+    TensorFlow writes the index last, so a checkpoint still being written is not listed.
+    """
+    found = []
+    for name in os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else []:
+        match = re.fullmatch(rf"{re.escape(CHECKPOINT_NAME)}-(\d+)\.index", name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(checkpoint_dir, name[:-len(".index")])))
+    return sorted(found, reverse=True)
+
+
+def is_run(value):
+    return isinstance(value, dict) and all(isinstance(value.get(key), kind) and not isinstance(value.get(key), bool)
+                                           for key, kind in RUN_KEYS.items())
+
+
+def read_run_file(checkpoint_dir):
+    """``(run.json as a dict, None)``, or ``(None, what is wrong with it)``."""
+    path = os.path.join(checkpoint_dir, RUN_FILE)
+    if not os.path.exists(path):
+        return None, "missing"
+    value = imf.read_json(path)
+    if value is None:
+        return None, "not JSON"
+    if not is_run(value):
+        return None, f"not a run description (it needs {', '.join(RUN_KEYS)})"
+    return {key: value[key] for key in RUN_KEYS}, None
+
 
 def read_run(checkpoint_dir):
-    return imf.read_json(os.path.join(checkpoint_dir, RUN_FILE))
+    """run.json as a dict, or None when it is missing or unreadable."""
+    return read_run_file(checkpoint_dir)[0]
+
+
+def read_mean_file(checkpoint_dir, image_size):
+    """``(mean_image.npy, None)``, or ``(None, what is wrong with it)``."""
+    path = os.path.join(checkpoint_dir, MEAN_FILE)
+    if not os.path.exists(path):
+        return None, "missing"
+    try:
+        mean_image = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None, "not a numpy array"
+    if mean_image.shape != (image_size, image_size, 3) or not np.isfinite(mean_image).all():
+        return None, f"not a {image_size}x{image_size} RGB mean image (shape {mean_image.shape})"
+    return mean_image.astype(np.float32), None
+
+
+def checkpoint_record(prefix):
+    """What a checkpoint records of its run: a RunRecord, or None for one written before it did.
+
+    Raises OpError, ValueError or OSError when the checkpoint cannot be read.
+    """
+    reader = tf.train.load_checkpoint(prefix)
+    if not reader.has_tensor(RUN_JSON_VARIABLE):
+        return None
+    run = json.loads(reader.get_tensor(RUN_JSON_VARIABLE).decode())
+    return RunRecord(run, reader.get_tensor(RUN_MEAN_VARIABLE), prefix) if is_run(run) else None
+
+
+def newest_record(checkpoints):
+    """The RunRecord of the newest readable checkpoint that has one, or None."""
+    for _, prefix in checkpoints:
+        try:
+            record = checkpoint_record(prefix)
+        except (tf.errors.OpError, ValueError, IndexError, OSError):  # IndexError: a short data file
+            continue
+        if record:
+            return record
+    return None
+
+
+def recorded_run(checkpoint_dir, checkpoints):
+    """The run this folder holds, or None for a new folder.
+
+    A checkpoint's own record is the truth; run.json is its readable copy, recovered
+    with one warning when missing, unreadable or different. Checkpoints that record
+    nothing (written by an earlier version) need run.json, or the folder is refused:
+    never a new random seed in silence.
+    """
+    path = os.path.join(checkpoint_dir, RUN_FILE)
+    from_file, problem = read_run_file(checkpoint_dir)
+    record = newest_record(checkpoints)
+    if record and record.run != from_file:
+        print(f"Warning: {path} is {problem or 'not what the checkpoints record'}: continuing the run "
+              f"{os.path.basename(record.prefix)} records (seed {record.run['seed']}) and rewriting it",
+              file=sys.stderr)
+        return record.run
+    if from_file is None and checkpoints:
+        raise UsageError(f"{checkpoint_dir} holds checkpoints, but {path} is {problem} and they do not record "
+                         f"their run's settings: put its run.json back, or use another --checkpoint-dir")
+    if from_file is None and problem != "missing":
+        print(f"Warning: ignoring {path} ({problem}): there is no checkpoint to continue", file=sys.stderr)
+    return from_file
+
+
+def load_run(checkpoint_dir):
+    """``(run, mean_image)`` of a checkpoint folder, for the scripts that read one (filter_gif, predict).
+
+    run.json and mean_image.npy first; either missing or unreadable is recovered from
+    the newest readable checkpoint. Raises UsageError, naming the file, when neither can be had.
+    """
+    run, run_problem = read_run_file(checkpoint_dir)
+    mean_image, mean_problem = read_mean_file(checkpoint_dir, run["image_size"]) if run else (None, None)
+    if run is not None and mean_image is not None:
+        return run, mean_image
+    record = newest_record(find_checkpoints(checkpoint_dir))
+    if record is None:
+        name, problem = (RUN_FILE, run_problem) if run is None else (MEAN_FILE, mean_problem)
+        raise UsageError(f"{os.path.join(checkpoint_dir, name)} is {problem}, and no checkpoint in {checkpoint_dir} "
+                         f"records it: not a training checkpoint folder?")
+    return record.run, record.mean_image
 
 
 def write_run(checkpoint_dir, run, mean_image):
-    """What inference needs beside the checkpoints: classes, image size, the mean image."""
-    os.makedirs(os.path.join(checkpoint_dir, SNAPSHOT_DIR), exist_ok=True)
-    temporary = os.path.join(checkpoint_dir, f".{MEAN_FILE}.tmp-{os.getpid()}.npy")
-    np.save(temporary, mean_image)
-    os.replace(temporary, os.path.join(checkpoint_dir, MEAN_FILE))
-    imf.write_json_atomically(os.path.join(checkpoint_dir, RUN_FILE), run)
+    """What inference needs beside the checkpoints: classes, image size, the mean image; rewritten only when
+    they differ, each under a temporary name and renamed."""
+    if read_run(checkpoint_dir) != run:
+        imf.write_json_atomically(os.path.join(checkpoint_dir, RUN_FILE), run)
+    recorded_mean, _ = read_mean_file(checkpoint_dir, run["image_size"])
+    if recorded_mean is None or not np.array_equal(recorded_mean, mean_image):
+        buffer = io.BytesIO()
+        np.save(buffer, mean_image)
+        imf.write_bytes_atomically(os.path.join(checkpoint_dir, MEAN_FILE), buffer.getvalue())
 
 
 def check_same_run(previous, run, checkpoint_dir):
-    for key in ("classes", "image_size", "batch_size", "train_images", "seed"):  # the seed fixes the data order
-        if previous[key] != run[key]:
+    """A resumed run must be the same run: the seed and batch size fix the data order, the rest the graph."""
+    for key in RUN_KEYS:
+        if key in run and previous[key] != run[key]:
             raise UsageError(f"{checkpoint_dir} holds a run with {key} {previous[key]}, not {run[key]}: "
                              f"use the same settings or another --checkpoint-dir")
 
 
-def restore_latest(session, saver, checkpoint_dir):
-    """Restore the newest readable full checkpoint; returns its path, or None if there is none."""
-    state = tf.train.get_checkpoint_state(checkpoint_dir)
-    candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
+def run_variables(run, mean_image):
+    """The run's settings and mean image as variables, so every full checkpoint records them."""
+    with tf.device("/cpu:0"):  # a string variable has no GPU kernel
+        return [v1.Variable(json.dumps(run, sort_keys=True), trainable=False, name=RUN_JSON_VARIABLE),
+                v1.Variable(mean_image, trainable=False, name=RUN_MEAN_VARIABLE)]
+
+
+def restore_latest(session, saver, checkpoint_dir, checkpoints=None):
+    """Restore the newest readable full checkpoint; returns its path, or None if there is none.
+
+    Checkpoints are found from their files (the state file is only a hint); an
+    unreadable one falls back to the one before, with a warning. One whose shapes do
+    not fit this graph belongs to another run's settings: a UsageError.
+    """
+    checkpoints = find_checkpoints(checkpoint_dir) if checkpoints is None else checkpoints
     # Earlier runs' checkpoints count towards --keep-checkpoints, so they get deleted in turn.
-    saver.recover_last_checkpoints(candidates[::-1])
-    for path in candidates:
+    saver.recover_last_checkpoints([prefix for _, prefix in reversed(checkpoints)])
+    graph_variables = {variable.op.name: variable
+                       for variable in session.graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)}
+    for _, prefix in checkpoints:
         try:
-            saver.restore(session, path)
-            return path
-        except (tf.errors.OpError, ValueError) as error:
-            print(f"Warning: checkpoint {path} is unreadable ({type(error).__name__}); trying the one before",
+            shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+            check_shapes(prefix, shapes, graph_variables)
+            # Checkpoints of earlier versions lack the run's variables: restore what they have.
+            v1.train.Saver({name: variable for name, variable in graph_variables.items() if name in shapes},
+                           name="restore").restore(session, prefix)
+            return prefix
+        except (tf.errors.OpError, ValueError, IndexError, OSError) as error:
+            print(f"Warning: checkpoint {prefix} is unreadable ({type(error).__name__}); trying the one before",
                   file=sys.stderr)
-    if candidates:
+    if checkpoints:
         raise imf.DataError(f"no readable checkpoint in {checkpoint_dir}; move it aside to start afresh")
     return None
+
+
+def check_shapes(prefix, shapes, graph_variables):
+    for name, variable in graph_variables.items():
+        if name.startswith("run/"):
+            continue
+        if name not in shapes:
+            raise UsageError(f"checkpoint {prefix} lacks {name}: it is not this tutorial's graph; "
+                             f"use another --checkpoint-dir")
+        if shapes[name] != variable.shape.as_list():
+            raise UsageError(f"checkpoint {prefix} holds {name} of shape {shapes[name]}, but this run's graph needs "
+                             f"{variable.shape.as_list()}: it was trained with other settings (its run.json says "
+                             f"which); use them or another --checkpoint-dir")
+
+
+def sync_state_file(checkpoint_dir, checkpoints):
+    """Rewrite TensorFlow's state file from the checkpoints on disk when it is missing or says otherwise."""
+    path = os.path.join(checkpoint_dir, STATE_FILE)
+    names = [os.path.basename(prefix) for _, prefix in reversed(checkpoints)]
+    try:
+        state = tf.train.get_checkpoint_state(checkpoint_dir)
+        hinted = (os.path.basename(state.model_checkpoint_path),
+                  [os.path.basename(p) for p in state.all_model_checkpoint_paths]) if state else None
+    except Exception:  # noqa: BLE001 -- a garbled text proto raises parse errors of several kinds
+        hinted = "garbled"
+    if not names or hinted == (names[-1], names):
+        return
+    if hinted is None:
+        why = "missing"
+    elif hinted == "garbled":
+        why = "garbled"
+    else:
+        why = f"naming {hinted[0]} and {len(hinted[1])} checkpoint(s) of the {len(names)} on disk"
+    print(f"Warning: {path} was {why}; rebuilt it from the checkpoints on disk, newest {names[-1]} (to go back "
+          f"to an earlier checkpoint, move the later ones aside)", file=sys.stderr)
+    lines = [f'model_checkpoint_path: "{names[-1]}"'] + [f'all_model_checkpoint_paths: "{name}"' for name in names]
+    imf.write_bytes_atomically(path, ("\n".join(lines) + "\n").encode())
+
+
+def drop_snapshots_after(checkpoint_dir, step):
+    """Filter snapshots past the restored step belong to steps being trained again; they would mix two
+    timelines in the GIFs, so they go (retaken as training passes those steps)."""
+    folder = os.path.join(checkpoint_dir, SNAPSHOT_DIR)
+    dropped = set()
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        match = re.fullmatch(rf"{SNAPSHOT_NAME}-(\d+)\.(index|data-\d+-of-\d+)", name)
+        if match and int(match.group(1)) > step:
+            os.remove(os.path.join(folder, name))
+            dropped.add(int(match.group(1)))
+    if dropped:
+        print(f"Removed {len(dropped)} filter snapshot(s) after step {step}, taken after the last checkpoint of "
+              f"the interrupted run; they are retaken as training repeats those steps")
 
 
 class Stopped(Exception):
@@ -446,7 +766,11 @@ class Interrupted:
         self.signal = number
 
 
-# --------------------------------------------------------------------------- 5. training
+class Diverged(Exception):
+    """The loss or the weights stopped being finite numbers: nothing after this is worth saving."""
+
+
+# --------------------------------------------------------------------------- 6. training
 
 class StepProgress:
     """One self-overwriting line per epoch: step, loss, accuracy, images/s."""
@@ -464,6 +788,7 @@ class StepProgress:
         sys.stderr.flush()
 
     def close(self):
+        """End the line, so what is printed next stands on a line of its own."""
         sys.stderr.write("\n")
         sys.stderr.flush()
 
@@ -484,28 +809,90 @@ def evaluate(session, model, images, labels, batch_size):
     return correct / max(len(images), 1)
 
 
-def train(args, dataset, model, seed):
+class Checkpointer:
+    """Full checkpoints by the clock (and every N epochs if asked), never of non-finite weights."""
+
+    def __init__(self, args, session, saver, model):
+        self.args, self.session, self.saver = args, session, saver
+        self.minutes = args.checkpoint_minutes
+        self.last_save = time.monotonic()
+        self.saved_step = self.saved_path = None
+        with model["graph"].as_default(), tf.name_scope("finite_check"):
+            trainable = model["graph"].get_collection(v1.GraphKeys.TRAINABLE_VARIABLES)
+            self.all_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in trainable])
+        self.bytes = sum(v.shape.num_elements() * v.dtype.size
+                         for v in model["graph"].get_collection(v1.GraphKeys.GLOBAL_VARIABLES))
+
+    def check_finite(self, step):
+        if not self.session.run(self.all_finite):
+            raise Diverged(f"the weights are no longer finite numbers at global step {step}")
+
+    def last_saved(self):
+        if self.saved_path is None:
+            return "no checkpoint was saved"
+        return f"the last checkpoint, {self.saved_path}, holds the weights from before"
+
+    def due(self):
+        return self.minutes > 0 and time.monotonic() - self.last_save >= 60 * self.minutes
+
+    def save(self, step):
+        """Write ``model.ckpt-<step>``; a full disk is one line naming the folder and the size needed."""
+        if step == self.saved_step:
+            return
+        self.check_finite(step)
+        try:
+            path = self.saver.save(self.session, os.path.join(self.args.checkpoint_dir, CHECKPOINT_NAME),
+                                   global_step=step, write_meta_graph=False)
+        except tf.errors.OpError as error:
+            clean_leftovers(self.args.checkpoint_dir, self.args.data_dir)  # a half-written 1.2 GB file fills the disk
+            if "No space left on device" in error.message or "Disk quota exceeded" in error.message:
+                raise imf.disk_full(self.args.checkpoint_dir, self.bytes, "a checkpoint") from None
+            raise imf.DataError(f"cannot save a checkpoint in {self.args.checkpoint_dir}: "
+                                f"{error.message.splitlines()[0]}") from None
+        self.saved_step, self.saved_path, self.last_save = step, path, time.monotonic()
+        print(f"Saved checkpoint {path}", flush=True)
+
+
+def train(args, dataset, model, run, checkpoints):
     """Open the session, restore the latest checkpoint if any, and train. Returns the exit status."""
-    with model["graph"].as_default():
+    graph = model["graph"]
+    with graph.as_default():
+        run_variables(run, dataset.mean_image)
         # Relative paths in the state file keep the folder valid when moved or mounted elsewhere.
         saver = v1.train.Saver(max_to_keep=args.keep_checkpoints, save_relative_paths=True, name="full_saver")
-        snapshot_saver = v1.train.Saver(snapshot_variables(model["graph"]), max_to_keep=None, name="snapshot_saver")
-        train_writer = v1.summary.FileWriter(os.path.join(args.logdir, "train"), model["graph"])
-        test_writer = v1.summary.FileWriter(os.path.join(args.logdir, "test"))
-        with v1.Session(config=session_config()) as session, train_writer, test_writer:
+        snapshot_saver = v1.train.Saver(snapshot_variables(graph), max_to_keep=None, name="snapshot_saver")
+        with v1.Session(config=session_config()) as session:
             session.run(v1.global_variables_initializer())
-            restored = restore_latest(session, saver, args.checkpoint_dir)
+            restored = restore_latest(session, saver, args.checkpoint_dir, checkpoints)
             step = int(session.run(model["global_step"]))
-            if restored:
-                steps_per_epoch = math.ceil(len(dataset.train_x) / args.batch_size)
-                print(f"Resumed from {restored} at global step {step} (epoch {step // steps_per_epoch + 1})")
-            else:
-                save_snapshot(session, snapshot_saver, args.checkpoint_dir, step)
-            return run_epochs(args, dataset, model, seed, session, step,
-                              saver, snapshot_saver, train_writer, test_writer)
+            # The run's description is written only now that the graph is built and any restore worked.
+            write_run(args.checkpoint_dir, run, dataset.mean_image)
+            checkpointer = Checkpointer(args, session, saver, model)
+            train_writer = v1.summary.FileWriter(os.path.join(args.logdir, "train"), graph)
+            test_writer = v1.summary.FileWriter(os.path.join(args.logdir, "test"))
+            with train_writer, test_writer:
+                if restored:
+                    sync_state_file(args.checkpoint_dir, checkpoints)
+                    drop_snapshots_after(args.checkpoint_dir, step)
+                    checkpointer.saved_step, checkpointer.saved_path = step, restored
+                    steps_per_epoch = math.ceil(len(dataset.train_x) / args.batch_size)
+                    print(f"Resumed from {restored} at global step {step} (epoch {step // steps_per_epoch + 1})")
+                    # TensorBoard drops what the interrupted run logged after this step (purge_orphaned_data).
+                    for writer in (train_writer, test_writer):
+                        writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step)
+                else:
+                    drop_snapshots_after(args.checkpoint_dir, step)
+                    save_snapshot(session, snapshot_saver, args.checkpoint_dir, step)
+                try:
+                    return run_epochs(args, dataset, model, run["seed"], session, step, checkpointer,
+                                      snapshot_saver, train_writer, test_writer)
+                except Diverged as error:
+                    sys.stderr.write("\n")  # end the progress line
+                    raise Diverged(f"{error} (a --learning-rate too high for the data, here {args.learning_rate:g}, "
+                                   f"is the usual cause); {checkpointer.last_saved()}") from None
 
 
-def run_epochs(args, dataset, model, seed, session, step, saver, snapshot_saver, train_writer, test_writer):
+def run_epochs(args, dataset, model, seed, session, step, checkpointer, snapshot_saver, train_writer, test_writer):
     """The tutorial's loop from global step ``step`` up to ``--epochs``; stops cleanly on a signal."""
     steps_per_epoch = math.ceil(len(dataset.train_x) / args.batch_size)
     summary_rng = np.random.default_rng([seed, step])
@@ -523,7 +910,7 @@ def run_epochs(args, dataset, model, seed, session, step, saver, snapshot_saver,
             summarise = (step + 1) % args.summary_every == 0
             if summarise:
                 fetches.append(model["summaries"])
-            _, loss, accuracy, *summary = session.run(fetches, feed)
+            _, loss, accuracy, *summary = run_step(session, fetches, feed, step + 1)
             step += 1
             accuracies.append(accuracy)
             progress.update(batch_index + 1, loss, accuracy, len(picked))
@@ -531,26 +918,40 @@ def run_epochs(args, dataset, model, seed, session, step, saver, snapshot_saver,
                 train_writer.add_summary(summary[0], step)
                 write_test_summary(session, model, dataset, test_writer, step, summary_rng)
             if step % args.snapshot_every == 0:
+                checkpointer.check_finite(step)  # a snapshot of NaN weights would blank every GIF frame
                 save_snapshot(session, snapshot_saver, args.checkpoint_dir, step)
             if interrupted.signal:
                 progress.close()
                 print(f"Stopping on {signal.Signals(interrupted.signal).name} at global step {step}")
-                save_checkpoint(session, saver, args.checkpoint_dir, step)
+                checkpointer.save(step)
                 return 128 + interrupted.signal
+            if checkpointer.due():
+                progress.close()
+                checkpointer.save(step)
         progress.close()
         print(f"Epoch number {epoch + 1} Training Accuracy: {np.mean(accuracies):.4f}")
         test_accuracy = evaluate(session, model, dataset.test_x, dataset.test_y, max(args.batch_size, 50))
         print(f"Test Set Accuracy: {test_accuracy:.4f}", flush=True)
-        if (epoch + 1) % args.checkpoint_every == 0 or epoch + 1 == args.epochs:
-            save_checkpoint(session, saver, args.checkpoint_dir, step)
+        if args.checkpoint_every and (epoch + 1) % args.checkpoint_every == 0:
+            checkpointer.save(step)
+    checkpointer.save(step)
+    if step % args.snapshot_every:
+        save_snapshot(session, snapshot_saver, args.checkpoint_dir, step)
     print(f"Training finished: {args.epochs} epochs, global step {step}")
     return 0
 
 
-def save_checkpoint(session, saver, checkpoint_dir, step):
-    path = saver.save(session, os.path.join(checkpoint_dir, CHECKPOINT_NAME), global_step=step,
-                      write_meta_graph=False)
-    print(f"Saved checkpoint {path}", flush=True)
+def run_step(session, fetches, feed, step):
+    """One training step; a loss or summary that is no longer a finite number is Diverged."""
+    try:
+        values = session.run(fetches, feed)
+    except tf.errors.InvalidArgumentError as error:
+        if "Nan in summary histogram" in error.message:
+            raise Diverged(f"the weights became NaN by global step {step}") from None
+        raise
+    if not math.isfinite(values[1]):
+        raise Diverged(f"the loss became {values[1]} at global step {step}")
+    return values
 
 
 def write_test_summary(session, model, dataset, test_writer, step, rng):
@@ -572,44 +973,63 @@ def save_snapshot(session, snapshot_saver, checkpoint_dir, step):
 def main(argv=None):
     args = parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # Saver's deprecation notice is not news to a TF1 tutorial
-    # Until the loop takes over, a stop ends the run at once: downloads resume, caches are atomic.
+    # Until the loop takes over, a stop ends the run at once: downloads resume, writes are atomic.
     # (As PID 1 in a container, python would otherwise ignore docker stop's SIGTERM here.)
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, stop_at_once)
     print(describe_devices(), flush=True)
     try:
+        RunLock([args.checkpoint_dir, args.logdir])
+        clean_leftovers(args.checkpoint_dir, args.data_dir)
+        checkpoints = find_checkpoints(args.checkpoint_dir)
+        previous = recorded_run(args.checkpoint_dir, checkpoints)
+        seed = args.seed if args.seed is not None else (previous or {}).get("seed")
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0] & MAX_SEED)
+        run = {"classes": args.classes, "image_size": args.image_size, "batch_size": args.batch_size, "seed": seed}
+        if previous and checkpoints:
+            check_same_run(previous, run, args.checkpoint_dir)  # before the data: settings known now fail fast
+        warn_if_short_of_space(args)
         dataset = prepare_data(args)
         if not args.skip_demos:
             for path in (demo_convolution(demo_image(args), args.figures_dir), demo_pooling(args.figures_dir)):
                 print(f"Wrote {path}")
-        previous = read_run(args.checkpoint_dir)
-        seed = args.seed if args.seed is not None else (previous or {}).get("seed")
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
         run = {"classes": dataset.classLabels, "image_size": args.image_size, "batch_size": args.batch_size,
                "train_images": len(dataset.train_x), "seed": seed}
-        if previous:
+        if previous and checkpoints:
             check_same_run(previous, run, args.checkpoint_dir)
-        else:
-            write_run(args.checkpoint_dir, run, dataset.mean_image)
         print(f"Training on {len(dataset.train_x)} images, testing on {len(dataset.test_x)}: "
               f"{', '.join(dataset.classLabels)} at {args.image_size}px, seed {seed}", flush=True)
         model = build_graph(args.image_size, dataset.classes, args.learning_rate, seed)
-        return train(args, dataset, model, seed)
+        return train(args, dataset, model, run, checkpoints)
     except Stopped as stop:
         print(f"Stopped by {signal.Signals(stop.args[0]).name} before training began; nothing to save")
         return 128 + stop.args[0]
     except UsageError as error:
         print_error(error)
         return 2
+    except Diverged as error:
+        print_error(f"training diverged: {error}")
+        return 1
     except (imf.DataError, ValueError) as error:
         print_error(error)
         return 1
 
 
+def warn_if_short_of_space(args):
+    """A run that will not have room for its checkpoints says so before hours of training, not after."""
+    fc1_inputs = pooled_size(args.image_size) ** 2 * CONV_LAYERS[-1][3]
+    checkpoint_bytes = 3 * 4 * (fc1_inputs * FC_UNITS)  # weights and Adam's two slots
+    free = shutil.disk_usage(args.checkpoint_dir).free
+    if free < checkpoint_bytes:
+        print(f"Warning: {args.checkpoint_dir} has {imf.human_bytes(free)} free, and a checkpoint takes "
+              f"{imf.human_bytes(checkpoint_bytes)}: saving may fail with a full disk", file=sys.stderr)
+
+
 def print_error(error):
     """The one line a user sees for a failure we foresaw, in argparse's form."""
-    print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+    message = " ".join(str(error).split())
+    print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

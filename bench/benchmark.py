@@ -12,11 +12,13 @@ since this machine is noisy and shared), on synthetic float32 data:
            line says what it resolved to), so both sides run TensorFlow's oneDNN kernels
   matmul   a square float32 matmul (4096 by default) in a Session with the same config: the peak
            GFLOP/s the step's FLOPs are compared with
-  loop     visualize_convnets.train (the real loop: summaries every 5 steps with a test-set summary,
-           a filter snapshot every 50 steps, a full checkpoint each epoch, the end-of-epoch test
-           accuracy) for two epochs into a temporary folder; the second epoch (steady state: no
-           start-up, no first-call kernel set-up) is timed from the end of the first epoch's
-           checkpoint to the end of its own, against the same number of bare training steps
+  loop     visualize_convnets.train at its defaults (summaries every 5 steps with a test-set summary,
+           a filter snapshot every 50 steps, full checkpoints by the clock, every 10 minutes, the
+           end-of-epoch test accuracy) for two epochs of 34 steps into a temporary folder; the second
+           epoch (steady state: no start-up, no first-call kernel set-up) is timed from the end of the
+           first epoch's test accuracy to the end of its own, against the same number of bare training
+           steps; the run's final checkpoint is timed on its own and its cost per epoch put on paper at
+           this machine's speed and at a GPU's (--gpu-tflops)
 
     python bench/benchmark.py --quick          # about 2 minutes on 2 cores
     python bench/benchmark.py                  # more repeats and steps
@@ -24,7 +26,8 @@ since this machine is noisy and shared), on synthetic float32 data:
 
 share_of_matmul_peak = train_img_per_s * 7.8 GFLOP / matmul_gflops: 7.8 GFLOP is one trained
 224-px image (forward + both backward passes; scaled by (size/224)^2 at other sizes).
-loop_overhead = loop epoch time / the same number of bare steps. Ends with one JSON line.
+loop_overhead = loop epoch time / the same number of bare steps. checkpoint_per_epoch_gpu = the checkpoint's
+write time / the epoch's FLOPs at --gpu-tflops. Ends with one JSON line.
 """
 import argparse
 import contextlib
@@ -128,62 +131,71 @@ def seconds_per_call(function, calls):
 class LoopTimer:
     """Wraps the loop's helpers in visualize_convnets to time an epoch and what it spends outside steps."""
 
-    PARTS = ("save_checkpoint", "save_snapshot", "write_test_summary", "evaluate")
+    # (owner, attribute, part name): Checkpointer.save is the full checkpoint, by the clock or at the end.
+    PARTS = (("Checkpointer", "save", "checkpoint"), (None, "save_snapshot", "snapshot"),
+             (None, "write_test_summary", "test_summary"), (None, "evaluate", "evaluate"))
 
     def __init__(self):
-        self.checkpoint_ends, self.spent, self.originals = [], {}, {}
+        self.spent, self.originals = {}, {}
 
     def __enter__(self):
-        for name in self.PARTS:
-            original = self.originals[name] = getattr(vc, name)
-            setattr(vc, name, self.timed(name, original))
+        for owner_name, attribute, part in self.PARTS:
+            owner = getattr(vc, owner_name) if owner_name else vc
+            original = self.originals[part] = (owner, attribute, getattr(owner, attribute))
+            setattr(owner, attribute, self.timed(part, original[2]))
         return self
 
-    def timed(self, name, original):
+    def timed(self, part, original):
         def wrapper(*args, **kwargs):
             started = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
-                ended = time.perf_counter()
-                self.spent.setdefault(name, []).append((started, ended))
-                if name == "save_checkpoint":
-                    self.checkpoint_ends.append(ended)
+                self.spent.setdefault(part, []).append((started, time.perf_counter()))
         return wrapper
 
     def __exit__(self, *exc):
-        for name, original in self.originals.items():
-            setattr(vc, name, original)
+        for owner, attribute, original in self.originals.values():
+            setattr(owner, attribute, original)
+
+    def ends(self, part):
+        return [end for _, end in self.spent.get(part, [])]
 
     def within(self, name, start, end):
         return sum(b - a for a, b in self.spent.get(name, []) if a >= start and b <= end)
 
 
-def loop_epoch(image_size, batch_size, n_classes, steps, train_x, train_y, test_x, test_y, keep_conv, keep_fc):
-    """Two epochs of visualize_convnets.train in a temporary folder; the second epoch's time and parts."""
+def loop_epoch(image_size, batch_size, n_classes, steps, train_x, train_y, test_x, test_y, keep_conv, keep_fc,
+               checkpoint_every=None):
+    """Two epochs of visualize_convnets.train at its defaults in a temporary folder; the second epoch's time
+    and parts, and the end-of-run checkpoint's time."""
     folder = tempfile.mkdtemp(prefix="train-bench-")
     try:
         args = vc.build_parser().parse_args([
             "--epochs", "2", "--batch-size", str(batch_size), "--image-size", str(image_size),
             "--keep-conv", str(keep_conv), "--keep-fc", str(keep_fc), "--skip-demos",
             "--logdir", os.path.join(folder, "logs"), "--checkpoint-dir", os.path.join(folder, "checkpoints"),
-            "--data-dir", os.path.join(folder, "data"), "--figures-dir", os.path.join(folder, "figures")])
+            "--data-dir", os.path.join(folder, "data"), "--figures-dir", os.path.join(folder, "figures")]
+            + (["--checkpoint-every", str(checkpoint_every)] if checkpoint_every else []))
         os.makedirs(os.path.join(args.checkpoint_dir, vc.SNAPSHOT_DIR))
         dataset = imf.Dataset(train_x, train_y, test_x, test_y, n_classes,
                               [f"class{k}" for k in range(n_classes)], np.zeros(train_x.shape[1:], np.float32))
         model = vc.build_graph(image_size, n_classes, args.learning_rate, seed=1)
+        run = {"classes": dataset.classLabels, "image_size": image_size, "batch_size": batch_size,
+               "train_images": len(train_x), "seed": 1}
         handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
         output = io.StringIO()
         try:
             with LoopTimer() as timer, contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-                status = vc.train(args, dataset, model, seed=1)
+                status = vc.train(args, dataset, model, run, checkpoints=[])
         finally:
             for number, handler in handlers.items():
                 signal.signal(number, handler)
-        if status != 0 or len(timer.checkpoint_ends) != 2:
+        if status != 0 or len(timer.ends("evaluate")) != 2:
             raise RuntimeError(f"the training loop failed (status {status}):\n{output.getvalue()}")
-        start, end = timer.checkpoint_ends
-        parts = {name: timer.within(name, start, end) for name in LoopTimer.PARTS}
+        start, end = timer.ends("evaluate")  # epoch 2: from the end of epoch 1's test accuracy to its own
+        parts = {part: timer.within(part, start, end) for _, _, part in LoopTimer.PARTS}
+        final_checkpoint = timer.spent["checkpoint"][-1]
         snapshots = os.path.join(args.checkpoint_dir, vc.SNAPSHOT_DIR)
         last_step = 2 * steps
         snapshot_step = max(s for s in range(0, last_step + 1, args.snapshot_every))
@@ -192,7 +204,7 @@ def loop_epoch(image_size, batch_size, n_classes, steps, train_x, train_y, test_
         checkpoint_bytes = sum(os.path.getsize(os.path.join(args.checkpoint_dir, name))
                                for name in os.listdir(args.checkpoint_dir)
                                if name.startswith(f"{vc.CHECKPOINT_NAME}-{last_step}."))
-        return end - start, parts, snapshot_bytes, checkpoint_bytes
+        return end - start, parts, snapshot_bytes, checkpoint_bytes, final_checkpoint[1] - final_checkpoint[0]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -209,12 +221,17 @@ def main(argv=None):
                         help="interleaved rounds of graph, Keras and matmul blocks (default 10, --quick 6)")
     parser.add_argument("--steps", type=int, default=None,
                         help="steps per timed block, half as many matmuls (default 8, --quick 5)")
-    parser.add_argument("--loop-steps", type=int, default=25,
-                        help="training steps per epoch of the real loop (25: epoch 2 holds steps 26..50, "
-                             "five summary steps and the step-50 snapshot)")
+    parser.add_argument("--loop-steps", type=int, default=34,
+                        help="training steps per epoch of the real loop (34, the tutorial's: 340 training images "
+                             "at batch 10; epoch 2 holds steps 35..68, seven summary steps and the step-50 snapshot)")
     parser.add_argument("--loop-repeats", type=int, default=None,
                         help="runs of the real loop, each beside a block of as many bare steps (default 3, --quick 1)")
     parser.add_argument("--matmul-size", type=int, default=4096, help="side of the square matmul")
+    parser.add_argument("--gpu-tflops", type=float, default=67.0,
+                        help="GPU speed the checkpoint's cost is put against: the H100/H200's FP32 peak (TF32 "
+                             "tensor cores are faster still, so the real share is larger)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                        help="the training run's clock for full checkpoints, for the share they cost")
     parser.add_argument("--keras-xla", action="store_true",
                         help="also time Keras with jit_compile=True (XLA on the CPU; slow to compile)")
     args = parser.parse_args(argv)
@@ -245,17 +262,18 @@ def main(argv=None):
         for name, function in contenders.items():
             times[name].append(seconds_per_call(function, steps if name != "matmul" else max(1, steps // 2)))
 
-    loop_times, bare_times, parts_list, snapshot_bytes, checkpoint_bytes = [], [], [], 0, 0
+    loop_times, bare_times, parts_list, checkpoint_times, snapshot_bytes, checkpoint_bytes = [], [], [], [], 0, 0
     total = args.loop_steps * args.batch_size
     train_x, train_y = synthetic_batch(rng, total, args.image_size, args.classes)
     test_x, test_y = synthetic_batch(rng, max(1, round(total * 0.15 / 0.85)), args.image_size, args.classes)
     for _ in range(loop_repeats):
         bare_times.append(seconds_per_call(graph_run, args.loop_steps) * args.loop_steps)
-        epoch, parts, snapshot_bytes, checkpoint_bytes = loop_epoch(
+        epoch, parts, snapshot_bytes, checkpoint_bytes, checkpoint_s = loop_epoch(
             args.image_size, args.batch_size, args.classes, args.loop_steps, train_x, train_y, test_x, test_y,
             keep_conv, keep_fc)
         loop_times.append(epoch)
         parts_list.append(parts)
+        checkpoint_times.append(checkpoint_s)
     graph_session.close()
     matmul_session.close()
 
@@ -275,6 +293,13 @@ def main(argv=None):
           f"({args.matmul_size}^2 float32)")
     print(f"loop      epoch of {args.loop_steps} steps {loop_times[best_loop]:.2f} s vs bare steps {bare:.2f} s; "
           + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts_list[best_loop].items()))
+    checkpoint_s = min(checkpoint_times)
+    gpu_epoch_s = args.loop_steps * args.batch_size * train_flops_per_image(args.image_size, args.classes) \
+        / (args.gpu_tflops * 1e12)
+    print(f"checkpoint {checkpoint_bytes / 1e9:.2f} GB written in {checkpoint_s:.2f} s: each epoch it would add "
+          f"{checkpoint_s / bare:.0%} to this machine's epoch; at GPU speed ({args.gpu_tflops:g} TFLOP/s, an epoch "
+          f"in {gpu_epoch_s:.3f} s) it would take {checkpoint_s / gpu_epoch_s:.0f}x the epoch's training, while "
+          f"one every {args.checkpoint_minutes:g} minutes adds {checkpoint_s / (60 * args.checkpoint_minutes):.2%}")
 
     report = {
         "train_img_per_s": round(per_image["graph"], 2),
@@ -291,6 +316,12 @@ def main(argv=None):
         "keras_img_per_s_median": round(median_per_image["keras"], 2),
         "keras_jit_compile": bool(keras_models["keras"].jit_compile),
         "checkpoint_bytes": checkpoint_bytes,
+        "checkpoint_s": round(checkpoint_s, 2),
+        "checkpoint_per_epoch_cpu": round(checkpoint_s / bare, 3),
+        "gpu_tflops_assumed": args.gpu_tflops,
+        "gpu_epoch_s": round(gpu_epoch_s, 4),
+        "checkpoint_per_epoch_gpu": round(checkpoint_s / gpu_epoch_s, 1),
+        "checkpoint_by_clock_share": round(checkpoint_s / (60 * args.checkpoint_minutes), 5),
         "loop_epoch_s": round(loop_times[best_loop], 2),
         "bare_steps_s": round(bare, 2),
         **{f"loop_{name}_s": round(seconds, 2) for name, seconds in parts_list[best_loop].items()},

@@ -55,8 +55,9 @@ def run_script(script, args, cwd, timeout=600):
 def training_args(data_dir, out_dir, **flags):
     """Command-line arguments of a short training run writing under ``out_dir``."""
     # A learning rate 100x the tutorial's, so 18 steps change the filters visibly.
+    # A checkpoint each epoch too (the clock would save only the last), so the rotation and fallbacks show.
     settings = dict(image_size=64, epochs=3, batch_size=8, learning_rate=1e-3, summary_every=2, snapshot_every=2,
-                    keep_checkpoints=2, seed=1, data_dir=data_dir, logdir=out_dir / "logs",
+                    checkpoint_every=1, keep_checkpoints=2, seed=1, data_dir=data_dir, logdir=out_dir / "logs",
                     checkpoint_dir=out_dir / "checkpoints", figures_dir=out_dir / "figures")
     settings.update(flags)
     args = []
@@ -73,5 +74,5 @@ def short_training_run(data_dir, out_dir, **flags):
 
 @pytest.fixture(scope="session")
 def short_run(prepared_data_dir, tmp_path_factory):
-    """A real 3-epoch run at 64 px: 6 steps an epoch, snapshots every 2 steps, 2 checkpoints kept."""
+    """A real 3-epoch run at 64 px: 6 steps an epoch, snapshots every 2 steps, a checkpoint each epoch, 2 kept."""
     return short_training_run(prepared_data_dir, tmp_path_factory.mktemp("run"))
