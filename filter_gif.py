@@ -18,6 +18,7 @@ Pixel values are scaled with one normalisation for all frames of a layer, so cha
 as change (--per-frame-norm scales each frame on its own).
 """
 import argparse
+import io
 import math
 import os
 import re
@@ -35,6 +36,10 @@ CONV_CHANNELS = {scope: (in_channels, out_channels) for scope, _, in_channels, o
 SUFFIX = {scope: suffix for scope, suffix, _, _ in vc.CONV_LAYERS}
 HEADER = 14  # pixels above each frame for the layer name and global step
 GAP = 2
+GIF_MAX_SIDE = 65535  # a GIF stores its width and height in 16 bits
+# GIF delays are whole hundredths of a second (at most 655.35 s), and browsers play delays under
+# 20 ms at 100 ms: outside this range a GIF cannot show the rate asked for.
+FPS_RANGE = (0.01, 50.0)
 
 
 def build_parser():
@@ -64,11 +69,16 @@ def parse_args(argv=None):
 
 def validate(args):
     vc.require_at_least_one(args, ("every", "scale"))
-    if not args.fps > 0:
-        raise UsageError(f"--fps must be positive, got {args.fps}")
+    if not FPS_RANGE[0] <= args.fps <= FPS_RANGE[1]:
+        raise UsageError(f"--fps must be between {FPS_RANGE[0]:g} and {FPS_RANGE[1]:g} (GIF delays are hundredths "
+                         f"of a second, and browsers slow anything faster than 50 down to 10), got {args.fps:g}")
     for layer in args.layers:
         if layer not in CONV_CHANNELS:
             raise UsageError(f"unknown layer {layer!r}; available: {', '.join(CONV_CHANNELS)}")
+    widest = filter_frame_size(args.scale, max(CONV_CHANNELS[layer][1] for layer in args.layers))[1]
+    if widest > GIF_MAX_SIDE:
+        raise UsageError(f"--scale {args.scale} makes frames {widest} px wide; a GIF can be at most "
+                         f"{GIF_MAX_SIDE} px, so --scale can be at most {max_scale()}")
     fewest_inputs = min(CONV_CHANNELS[layer][0] for layer in args.layers if layer != "conv1_1") \
         if set(args.layers) - {"conv1_1"} else None
     if args.input_channel is not None and fewest_inputs is not None and not 0 <= args.input_channel < fewest_inputs:
@@ -82,6 +92,26 @@ def validate(args):
             if not channel.isdigit() or int(channel) >= fewest:
                 raise UsageError(f"--channels takes channel numbers 0..{fewest - 1} or 'all', got {channel!r}")
     vc.check_writable(args.out)
+
+
+def filter_frame_size(scale, kernels, columns=8):
+    """(height, width) in pixels of a frame of ``kernels`` 3x3 kernels drawn by tile_grid and titled."""
+    columns = min(columns, kernels)
+    rows = math.ceil(kernels / columns)
+    return HEADER + rows * (3 * scale + GAP) + GAP, columns * (3 * scale + GAP) + GAP
+
+
+def max_scale():
+    return (GIF_MAX_SIDE - GAP) // 8 // 3 - 1
+
+
+def check_frames_fit(count, height, width, available=None):
+    """Frames are held in memory until the GIF is encoded: refuse, with the figures, what would not fit."""
+    available = available or vc.available_memory()
+    needed = count * height * width * 3 * 2  # the frames, and their stack for the encoder
+    if needed > available:
+        raise UsageError(f"{count} frames of {width}x{height} px need about {imf.human_bytes(needed)} of memory, "
+                         f"more than the {imf.human_bytes(available)} here: use a smaller --scale or a larger --every")
 
 
 def feature_channels(layer):
@@ -129,6 +159,15 @@ def load_snapshots(checkpoint_dir, every):
     if not snapshots:
         raise UsageError(f"no readable filter snapshots in {os.path.join(checkpoint_dir, vc.SNAPSHOT_DIR)}")
     return snapshots
+
+
+def latest_full_checkpoint_params(checkpoint_dir):
+    """``(step, params)`` of the newest full checkpoint that reads (found from its files), or ``(None, None)``."""
+    for step, prefix in vc.find_checkpoints(checkpoint_dir):
+        params = read_conv_params(prefix)
+        if params is not None:
+            return step, params
+    return None, None
 
 
 def latest_readable_snapshot(checkpoint_dir):
@@ -180,13 +219,23 @@ def titled(grid, text):
 
 
 def write_gif(path, frames, fps, hold_last_ms=2000):
-    """uint8 frames as a looping GIF; imageio takes ``duration`` in ms, not ``fps``."""
+    """uint8 frames as a looping GIF, encoded in memory and renamed into place: never a broken GIF.
+
+    imageio takes ``duration`` in ms, not ``fps``.
+    """
     frame_ms = 1000.0 / fps
     durations = [frame_ms] * (len(frames) - 1) + [max(frame_ms, hold_last_ms)]
     stack = np.stack(frames)
     if (stack[..., 0] == stack[..., 1]).all() and (stack[..., 1] == stack[..., 2]).all():
         stack = stack[..., 0]  # grey frames need no palette search: 3x faster to write
-    iio.imwrite(path, stack, extension=".gif", duration=durations, loop=0)
+    imf.write_bytes_atomically(path, iio.imwrite("<bytes>", stack, extension=".gif", duration=durations, loop=0))
+
+
+def write_png(path, frame):
+    """One uint8 frame as a PNG, encoded in memory and renamed into place."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, "PNG")
+    imf.write_bytes_atomically(path, buffer.getvalue())
 
 
 def limits(values_per_frame, per_frame):
@@ -204,6 +253,7 @@ def filter_gifs(args, snapshots):
     """One GIF (and a PNG of its last frame) per layer of its kernels through training."""
     written = []
     for layer in args.layers:
+        check_frames_fit(len(snapshots), *filter_frame_size(args.scale, CONV_CHANNELS[layer][1]))
         tiles = [kernel_tiles(params[layer][0], None if layer == "conv1_1" else args.input_channel)
                  for _, params in snapshots]
         frames = [titled(tile_grid(to_uint8(t, low, high), args.scale, columns=8), f"{layer}  step {step}")
@@ -216,7 +266,7 @@ def save_animation(out, name, frames, fps):
     os.makedirs(out, exist_ok=True)
     gif, png = os.path.join(out, f"{name}.gif"), os.path.join(out, f"{name}.png")
     write_gif(gif, frames, fps)
-    Image.fromarray(frames[-1]).save(png)
+    write_png(png, frames[-1])
     return [gif, png]
 
 
@@ -250,14 +300,12 @@ class FeatureMaps:
 
 def prepare_image(path, checkpoint_dir):
     """The image as training saw it: resized, the training mean subtracted."""
-    run = vc.read_run(checkpoint_dir)
-    mean_path = os.path.join(checkpoint_dir, vc.MEAN_FILE)
-    if run is None or not os.path.exists(mean_path):
-        raise UsageError(f"{checkpoint_dir} lacks {vc.RUN_FILE} or {vc.MEAN_FILE}: not a training checkpoint folder")
+    run, mean_image = vc.load_run(checkpoint_dir)
     picture = imf.load_image(path, run["image_size"])
     if picture is None:
-        raise UsageError(f"cannot read image {path}")
-    return picture.astype(np.float32) - np.load(mean_path), run["image_size"]
+        raise UsageError(f"cannot read image {path} (not an image, damaged, or over Pillow's "
+                         f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS * 2} pixels)")
+    return picture.astype(np.float32) - mean_image, run["image_size"]
 
 
 def channel_maps(maps, channels):
@@ -283,13 +331,10 @@ def feature_gifs(args, snapshots, image, image_size, network):
 
 def feature_pngs(args, image, image_size, network):
     """Every conv and pool layer's feature maps at the latest full checkpoint, one PNG each."""
-    latest = tf.train.latest_checkpoint(args.checkpoint_dir)
-    params = read_conv_params(latest) if latest else None
+    step, params = latest_full_checkpoint_params(args.checkpoint_dir)
     if params is None:
         step, params = latest_readable_snapshot(args.checkpoint_dir)
         print(f"No readable full checkpoint: feature maps from the snapshot of step {step}", file=sys.stderr)
-    else:
-        step = int(latest.rsplit("-", 1)[1])
     maps = network(image, params, vc.FEATURE_LAYERS)
     stem = os.path.splitext(os.path.basename(args.image))[0]
     written = []
@@ -298,7 +343,7 @@ def feature_pngs(args, image, image_size, network):
         zoom = max(1, image_size // 2 // tiles.shape[1])
         grid = tile_grid(to_uint8(tiles, float(tiles.min()), float(tiles.max())), zoom, columns=8)
         path = os.path.join(args.out, f"{stem}_features_{layer}.png")
-        Image.fromarray(titled(grid, f"{layer}  step {step}")).save(path)
+        write_png(path, titled(grid, f"{layer}  step {step}"))
         written.append(path)
     return written
 
@@ -317,6 +362,9 @@ def main(argv=None):
     except UsageError as error:
         vc.print_error(error)
         return 2
+    except imf.DataError as error:  # a full disk, say
+        vc.print_error(error)
+        return 1
     print(f"{len(snapshots)} snapshots, steps {snapshots[0][0]} to {snapshots[-1][0]}: wrote {', '.join(written)}")
     return 0
 

@@ -200,7 +200,9 @@ def test_image_writes_one_png_per_conv_and_pool_layer_with_every_channel(gifs):
 
 def test_without_a_full_checkpoint_the_feature_pngs_come_from_the_latest_snapshot(short_run, gifs, tmp_path, capsys):
     checkpoints = copied_checkpoints(short_run, tmp_path)
-    os.remove(checkpoints / "checkpoint")  # no full checkpoint recorded
+    for name in os.listdir(checkpoints):  # no full checkpoint left
+        if name.startswith("model.ckpt-"):
+            os.remove(checkpoints / name)
     (checkpoints / "snapshots" / "filters-18.data-00000-of-00001").write_bytes(b"half")
 
     status = fg.main(["--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "out"), "--layers", "conv1_1",
@@ -229,7 +231,12 @@ def test_channels_all_animates_a_grid_of_every_channel(short_run, gifs, tmp_path
     (["--channels", "32"], "--channels takes channel numbers 0..31 or 'all', got '32'"),
     (["--channels", "one"], "--channels takes channel numbers 0..31 or 'all', got 'one'"),
     (["--every", "0"], "--every must be at least 1, got 0"),
-    (["--fps", "0"], "--fps must be positive, got 0.0"),
+    (["--fps", "0"], "--fps must be between 0.01 and 50 (GIF delays are hundredths of a second, and browsers "
+                     "slow anything faster than 50 down to 10), got 0"),
+    (["--fps", "1e-9"], "--fps must be between 0.01 and 50 (GIF delays are hundredths of a second, and browsers "
+                        "slow anything faster than 50 down to 10), got 1e-09"),
+    (["--scale", "100000"], "--scale 100000 makes frames 2400018 px wide; a GIF can be at most 65535 px, so "
+                            "--scale can be at most 2729"),
     (["--input-channel", "40"], "--input-channel must be in 0..31, got 40"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(flags, message, short_run, tmp_path, capsys):
@@ -259,5 +266,6 @@ def test_an_unreadable_image_is_one_line_and_exit_2(short_run, tmp_path):
                                           "--image", tmp_path / "broken.jpg"], cwd=tmp_path)
 
     assert result.returncode == 2
-    assert result.stderr == f"filter_gif.py: error: cannot read image {tmp_path / 'broken.jpg'}\n"
+    assert result.stderr == (f"filter_gif.py: error: cannot read image {tmp_path / 'broken.jpg'} (not an image, "
+                             f"damaged, or over Pillow's decompression-bomb limit of 178956970 pixels)\n")
     assert not (tmp_path / "out").exists()
