@@ -269,7 +269,7 @@ def _copy_body(response, part_path, have, total, timeouts, bar):
     counting what arrives in each ``stall_timeout`` window.
     """
     timeout, stall_timeout = timeouts
-    window_start, window_bytes = time.monotonic(), 0
+    window_start, window_bytes, on_disk = time.monotonic(), 0, have
     with open(part_path, "ab" if have else "wb") as part:
         while True:
             try:
@@ -283,9 +283,10 @@ def _copy_body(response, part_path, have, total, timeouts, bar):
                 part.flush()
             except OSError as error:
                 if is_disk_full(error):
-                    raise disk_full(os.path.dirname(part_path) or ".", (total or 0) - part.tell() + len(chunk),
+                    raise disk_full(os.path.dirname(part_path) or ".", (total or on_disk + len(chunk)) - on_disk,
                                     os.path.basename(part_path)[:-len(".part")]) from None
                 raise
+            on_disk += len(chunk)
             if bar:
                 bar.update(len(chunk))
             window_bytes += len(chunk)
@@ -791,11 +792,13 @@ def _write_cache(cache_dir, arrays, skipped):
             os.rename(temporary, cache_dir)
     except (OSError, DiskFull) as error:
         shutil.rmtree(temporary, ignore_errors=True)
-        if isinstance(error, OSError) and not is_disk_full(error):
-            raise
         needed = sum(array.nbytes for array in arrays.values())
-        print(f"Warning: {disk_full(parent, needed, 'the dataset cache')}; the next run decodes the images again",
-              file=sys.stderr)
+        # numpy reports a short write on a full disk without an errno: the free space tells.
+        if isinstance(error, DiskFull) or is_disk_full(error) or shutil.disk_usage(parent).free < needed:
+            reason = disk_full(parent, needed, "the dataset cache")
+        else:
+            reason = f"cannot write the dataset cache in {parent}: {_one_line(error)}"
+        print(f"Warning: {reason}; the next run decodes the images again", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -840,15 +840,9 @@ class Checkpointer:
         if step == self.saved_step:
             return
         self.check_finite(step)
-        try:
+        with saving("a checkpoint", self.args.checkpoint_dir, self.bytes):
             path = self.saver.save(self.session, os.path.join(self.args.checkpoint_dir, CHECKPOINT_NAME),
                                    global_step=step, write_meta_graph=False)
-        except tf.errors.OpError as error:
-            clean_leftovers(self.args.checkpoint_dir, self.args.data_dir)  # a half-written 1.2 GB file fills the disk
-            if "No space left on device" in error.message or "Disk quota exceeded" in error.message:
-                raise imf.disk_full(self.args.checkpoint_dir, self.bytes, "a checkpoint") from None
-            raise imf.DataError(f"cannot save a checkpoint in {self.args.checkpoint_dir}: "
-                                f"{error.message.splitlines()[0]}") from None
         self.saved_step, self.saved_path, self.last_save = step, path, time.monotonic()
         print(f"Saved checkpoint {path}", flush=True)
 
@@ -877,9 +871,10 @@ def train(args, dataset, model, run, checkpoints):
                     checkpointer.saved_step, checkpointer.saved_path = step, restored
                     steps_per_epoch = math.ceil(len(dataset.train_x) / args.batch_size)
                     print(f"Resumed from {restored} at global step {step} (epoch {step // steps_per_epoch + 1})")
-                    # TensorBoard drops what the interrupted run logged after this step (purge_orphaned_data).
+                    # TensorBoard drops what the interrupted run logged after the restored step (it purges
+                    # events from the START's step on): the curves show one timeline, not two.
                     for writer in (train_writer, test_writer):
-                        writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step)
+                        writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step + 1)
                 else:
                     drop_snapshots_after(args.checkpoint_dir, step)
                     save_snapshot(session, snapshot_saver, args.checkpoint_dir, step)
@@ -964,8 +959,25 @@ def write_test_summary(session, model, dataset, test_writer, step, rng):
 
 
 def save_snapshot(session, snapshot_saver, checkpoint_dir, step):
-    snapshot_saver.save(session, os.path.join(checkpoint_dir, SNAPSHOT_DIR, SNAPSHOT_NAME), global_step=step,
-                        write_meta_graph=False, write_state=False)
+    folder = os.path.join(checkpoint_dir, SNAPSHOT_DIR)
+    snapshot_bytes = 4 * sum(9 * cin * cout + cout for _, _, cin, cout in CONV_LAYERS)  # float32 weights, biases
+    with saving("a filter snapshot", folder, snapshot_bytes):
+        snapshot_saver.save(session, os.path.join(folder, SNAPSHOT_NAME), global_step=step,
+                            write_meta_graph=False, write_state=False)
+
+
+@contextlib.contextmanager
+def saving(what, folder, needed_bytes):
+    """A Saver's failure as one line: a full disk names the folder and the size, its half-written file removed."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        for name in os.listdir(folder):  # a half-written checkpoint (1.2 GB at 224 px) would keep the disk full
+            if ".tempstate" in name:
+                os.remove(os.path.join(folder, name))
+        if "No space left on device" in error.message or "Disk quota exceeded" in error.message:
+            raise imf.disk_full(folder, needed_bytes, what) from None
+        raise imf.DataError(f"cannot save {what} in {folder}: {error.message.splitlines()[0]}") from None
 
 
 # --------------------------------------------------------------------------- main
@@ -979,7 +991,7 @@ def main(argv=None):
         signal.signal(number, stop_at_once)
     print(describe_devices(), flush=True)
     try:
-        RunLock([args.checkpoint_dir, args.logdir])
+        lock = RunLock([args.checkpoint_dir, args.logdir])  # held until main returns, or the process dies
         clean_leftovers(args.checkpoint_dir, args.data_dir)
         checkpoints = find_checkpoints(args.checkpoint_dir)
         previous = recorded_run(args.checkpoint_dir, checkpoints)

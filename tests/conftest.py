@@ -62,7 +62,8 @@ def training_args(data_dir, out_dir, **flags):
     settings.update(flags)
     args = []
     for name, value in settings.items():
-        args += [f"--{name.replace('_', '-')}"] + ([] if value is True else [value])
+        if value is not None:  # None: leave the flag to its default
+            args += [f"--{name.replace('_', '-')}"] + ([] if value is True else [value])
     return args
 
 

@@ -168,24 +168,40 @@ def make_archives(directory, size=(120, 90)):
     }
 
 
+UNSAFE_KINDS = ("absolute", "dotdot", "symlink", "hardlink", "device", "fifo", "inner_symlink", "inner_hardlink",
+                "link_chain")
+
+
 def write_unsafe_archive(path, kind):
-    """An archive with one clean file and one member that must not be extracted."""
+    """An archive with one clean file and members that must not be extracted (see UNSAFE_KINDS).
+
+    ``link_chain`` is the attack that defeats checks made against the disk before
+    extraction: ``p -> .``, then ``p/p/p/esc -> ../../..`` (harmless-looking while ``p``
+    does not exist yet), then a file written through ``esc``, three folders up.
+    """
+    links = {"symlink": [("images/escape_link", tarfile.SYMTYPE, "../../outside")],
+             "hardlink": [("images/escape_hard", tarfile.LNKTYPE, "/etc/passwd")],
+             "inner_symlink": [("images/alias.jpg", tarfile.SYMTYPE, "safe_1.jpg")],
+             "inner_hardlink": [("images/alias.jpg", tarfile.LNKTYPE, "images/safe_1.jpg")],
+             "link_chain": [("p", tarfile.SYMTYPE, "."), ("p/p/p/esc", tarfile.SYMTYPE, "../../..")]}
     with tarfile.open(path, "w:gz") as archive:
         clean = tarfile.TarInfo("images/safe_1.jpg")
         clean.size = 4
         archive.addfile(clean, io.BytesIO(b"safe"))
-        bad = tarfile.TarInfo({"absolute": "/tmp/escaped.txt", "dotdot": "images/../../escaped.txt",
-                               "symlink": "images/escape_link", "hardlink": "images/escape_hard",
-                               "device": "images/disk"}[kind])
-        if kind == "symlink":
-            bad.type, bad.linkname = tarfile.SYMTYPE, "../../outside"
-        elif kind == "hardlink":
-            bad.type, bad.linkname = tarfile.LNKTYPE, "/etc/passwd"
-        elif kind == "device":
-            bad.type, bad.devmajor, bad.devminor = tarfile.BLKTYPE, 8, 0
-        else:
+        for name, link_type, target in links.get(kind, []):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = link_type, target
+            archive.addfile(link)
+        if kind in ("device", "fifo"):
+            special = tarfile.TarInfo("images/disk" if kind == "device" else "images/pipe")
+            special.type = tarfile.BLKTYPE if kind == "device" else tarfile.FIFOTYPE
+            special.devmajor, special.devminor = 8, 0
+            archive.addfile(special)
+        elif kind in ("absolute", "dotdot", "link_chain"):
+            bad = tarfile.TarInfo({"absolute": "/tmp/escaped.txt", "dotdot": "images/../../escaped.txt",
+                                   "link_chain": "esc/escape_chain.txt"}[kind])
             bad.size = 7
-        archive.addfile(bad, io.BytesIO(b"escaped") if bad.isreg() else None)
+            archive.addfile(bad, io.BytesIO(b"escaped"))
 
 
 class MirrorServer:
@@ -193,7 +209,10 @@ class MirrorServer:
 
     ``cut_first(name, after_bytes)`` makes the next response for ``name`` stop after
     that many bytes and drop the connection, while announcing the full length;
-    ``fail_first(name, status)`` answers the next request for it with that HTTP error.
+    ``stall_first(name, after_bytes, drip_every=None)`` makes it stop sending after that
+    many bytes and keep the connection open, silent or dripping one byte every
+    ``drip_every`` seconds; ``fail_first(name, status)`` answers the next request for it
+    with that HTTP error. Any path under ``/loop/`` redirects to itself, forever.
     ``pad_to={name: size}`` serves that archive followed by zeros up to ``size`` bytes
     (gzip readers skip trailing zeros), so the tutorial's literal official sizes match.
     """
@@ -203,8 +222,10 @@ class MirrorServer:
         self.pad_to = dict(pad_to or {})
         self.requests = []  # (file name, Range header or None)
         self.cuts = {}
+        self.stalls = {}
         self.failures = {}
         self.lock = threading.Lock()
+        self.closing = threading.Event()  # ends stalled responses when the server stops
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -217,6 +238,14 @@ class MirrorServer:
     def _take_cut(self, name):
         with self.lock:
             return self.cuts.pop(name, None)
+
+    def stall_first(self, name, after_bytes, drip_every=None):
+        with self.lock:
+            self.stalls[name] = (after_bytes, drip_every)
+
+    def _take_stall(self, name):
+        with self.lock:
+            return self.stalls.pop(name, None)
 
     def fail_first(self, name, status):
         """Answer the next request for ``name`` with an HTTP error, like a busy server."""
@@ -238,6 +267,7 @@ class MirrorServer:
         return self
 
     def __exit__(self, *exc):
+        self.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -253,6 +283,12 @@ class MirrorServer:
             def do_GET(self):
                 name = self.path.lstrip("/").split("?", 1)[0]
                 server.requests.append((name, self.headers.get("Range")))
+                if name.startswith("loop/"):
+                    self.send_response(302)
+                    self.send_header("Location", self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 path = os.path.join(server.directory, os.path.basename(name))
                 if not name or "/" in name or not os.path.isfile(path):
                     self.send_error(404, "Not Found")
@@ -281,6 +317,10 @@ class MirrorServer:
                     self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
                 self.end_headers()
                 budget = server._take_cut(name)
+                stall = server._take_stall(name)
+                if stall:
+                    self._send_then_stall(path, file_size, total, start, *stall)
+                    return
                 for chunk in self._chunks(path, file_size, total, start):
                     if budget is not None:
                         chunk = chunk[:budget]
@@ -291,6 +331,21 @@ class MirrorServer:
                         self.connection.shutdown(socket.SHUT_RDWR)
                         self.close_connection = True
                         return
+
+            def _send_then_stall(self, path, file_size, total, start, after_bytes, drip_every):
+                """Send ``after_bytes``, then go quiet (or drip a byte at a time) until the server closes."""
+                body = b"".join(self._chunks(path, file_size, total, start))
+                self.close_connection = True
+                try:
+                    self.wfile.write(body[:after_bytes])
+                    self.wfile.flush()
+                    sent = after_bytes
+                    while not server.closing.wait(drip_every or 3600) and sent < len(body):
+                        self.wfile.write(body[sent:sent + 1])
+                        self.wfile.flush()
+                        sent += 1
+                except OSError:  # the client gave up on us, as it should
+                    pass
 
             @staticmethod
             def _chunks(path, file_size, total, start, size=1 << 20):

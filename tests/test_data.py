@@ -1,13 +1,18 @@
 """The data layer, imFunctions.py: download, extract, sort, build, shuffle."""
+import fcntl
+import io
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
 import textwrap
+import zlib
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import imFunctions as imf
 import mirror
@@ -141,6 +146,122 @@ def test_download_shows_bytes_total_and_rate(pets_server, archives, tmp_path, ca
     assert last_line.endswith("MB/s")
 
 
+def test_download_abandons_a_server_that_drips_bytes_and_keeps_them(pets_server, archives, tmp_path):
+    pets_server.stall_first("images.tar.gz", 5000, drip_every=0.1)
+
+    with pytest.raises(imf.DataError, match=r"after 1 attempts: \d+ bytes in 1 s \(run again to resume from byte "):
+        imf.downloadImages("images.tar.gz", archives.sizes["images.tar.gz"], data_dir=tmp_path, retries=0,
+                           stall_timeout=1.0, progress=False)
+
+    kept = (tmp_path / "images.tar.gz.part").read_bytes()
+    assert len(kept) > 5000 and kept == pets_server.served_bytes("images.tar.gz")[:len(kept)]
+
+
+def test_download_keeps_every_byte_that_arrived_before_a_stall(pets_server, archives, tmp_path):
+    pets_server.stall_first("images.tar.gz", 30_001)  # then silence, in the middle of a 1 MiB read
+
+    with pytest.raises(imf.DataError, match="no data for 0.5 s \\(run again to resume from byte 30001\\)"):
+        imf.downloadImages("images.tar.gz", archives.sizes["images.tar.gz"], data_dir=tmp_path, retries=0,
+                           timeout=0.5, progress=False)
+
+    assert (tmp_path / "images.tar.gz.part").read_bytes() == pets_server.served_bytes("images.tar.gz")[:30_001]
+
+
+def test_download_after_a_stall_resumes_where_it_stopped(pets_server, archives, tmp_path):
+    pets_server.stall_first("images.tar.gz", 4321)
+
+    path = imf.downloadImages("images.tar.gz", archives.sizes["images.tar.gz"], data_dir=tmp_path, timeout=0.5,
+                              progress=False)
+
+    assert open(path, "rb").read() == pets_server.served_bytes("images.tar.gz")
+    assert pets_server.requests == [("images.tar.gz", None), ("images.tar.gz", "bytes=4321-")]
+
+
+def test_download_says_early_that_the_server_has_not_answered(tmp_path, monkeypatch, capsys):
+    with mirror.silent_server() as url:
+        monkeypatch.setenv("OXFORD_PETS_URL", url)
+
+        with pytest.raises(imf.DataError):
+            imf.downloadImages("images.tar.gz", 100, data_dir=tmp_path, timeout=1.0, retries=0)
+
+    assert f"images.tar.gz: waiting for {url[len('http://'):]} to answer..." in capsys.readouterr().err
+
+
+def test_download_says_early_that_a_connection_is_slow(pets_server, archives, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(imf, "SLOW_AFTER_S", 0.3)
+    monkeypatch.setattr(imf, "SLOW_HOURS", 0.01)  # the test archive is small: 36 s counts as slow here
+    pets_server.stall_first("images.tar.gz", 100, drip_every=0.05)
+
+    with pytest.raises(imf.DataError):
+        imf.downloadImages("images.tar.gz", archives.sizes["images.tar.gz"], data_dir=tmp_path, retries=0,
+                           stall_timeout=1.0)
+
+    slow = [line for line in capsys.readouterr().err.splitlines() if "slow connection" in line]
+    assert len(slow) == 1 and "h left; Ctrl-C now and running again resumes from here" in slow[0]
+
+
+def test_download_with_a_partial_the_server_cannot_continue_starts_over_and_says_so(pets_server, archives, tmp_path,
+                                                                                     capsys):
+    served = pets_server.served_bytes("images.tar.gz")
+    (tmp_path / "images.tar.gz.part").write_bytes(served + b"junk")  # longer than the server's file: a 416
+
+    path = imf.downloadImages("images.tar.gz", None, data_dir=tmp_path, progress=False)
+
+    assert open(path, "rb").read() == served
+    assert pets_server.requests == [("images.tar.gz", f"bytes={len(served) + 4}-"), ("images.tar.gz", None)]
+    assert (f"Warning: the server's copy has {len(served)} bytes, which the {len(served) + 4} already downloaded do "
+            f"not fit; starting images.tar.gz over") in capsys.readouterr().err
+
+
+def test_download_with_a_whole_partial_finishes_on_the_servers_416(pets_server, archives, tmp_path):
+    served = pets_server.served_bytes("images.tar.gz")
+    (tmp_path / "images.tar.gz.part").write_bytes(served)
+
+    path = imf.downloadImages("images.tar.gz", None, data_dir=tmp_path, progress=False)
+
+    assert open(path, "rb").read() == served
+    assert pets_server.requests == [("images.tar.gz", f"bytes={len(served)}-")]
+
+
+def test_download_of_a_mirrors_archive_takes_the_size_its_server_announces(pets_server, archives, tmp_path):
+    path = imf.downloadImages("annotations.tar.gz", imf.expected_size("annotations.tar.gz"), data_dir=tmp_path)
+
+    assert imf.expected_size("annotations.tar.gz") is None  # OXFORD_PETS_URL is set
+    assert os.path.getsize(path) == archives.sizes["annotations.tar.gz"]
+
+
+def test_download_in_a_redirect_loop_is_one_line(pets_server, tmp_path):
+    with pytest.raises(imf.DataError) as error:
+        imf.downloadImages("loop/images.tar.gz", 100, data_dir=tmp_path, progress=False)
+
+    assert str(error.value) == (f"cannot download images.tar.gz from {pets_server.url}/loop/images.tar.gz: "
+                                f"the server redirects in a loop (HTTP 302)")
+
+
+def test_download_that_cannot_reach_the_official_host_names_OXFORD_PETS_URL(tmp_path, monkeypatch):
+    with mirror.silent_server() as url:
+        closed = url  # nothing listens once the block ends
+    monkeypatch.setattr(imf, "OFFICIAL_URL", closed)
+    monkeypatch.delenv("OXFORD_PETS_URL", raising=False)
+
+    with pytest.raises(imf.DataError) as error:
+        imf.downloadImages("images.tar.gz", 100, data_dir=tmp_path, retries=0, progress=False)
+
+    assert str(error.value).endswith("(offline? OXFORD_PETS_URL can point at a mirror (README: Offline))")
+    assert "\n" not in str(error.value)
+
+
+def test_download_to_a_full_disk_is_one_line_naming_the_folder_and_the_size(pets_server, archives, tmp_path):
+    os.symlink("/dev/full", tmp_path / "images.tar.gz.part")  # every write there fails with ENOSPC
+
+    with pytest.raises(imf.DiskFull) as error:
+        imf.downloadImages("images.tar.gz", archives.sizes["images.tar.gz"], data_dir=tmp_path, progress=False)
+
+    assert str(error.value).startswith(f"disk full: cannot write images.tar.gz in {tmp_path}: it needs "
+                                       f"{imf.human_bytes(archives.sizes['images.tar.gz'])}, ")
+    assert str(error.value).endswith(" free")
+
+
 # --------------------------------------------------------------------------- extract
 
 def downloaded(archives, tmp_path, name="images.tar.gz"):
@@ -177,7 +298,7 @@ def test_extract_writes_the_archive_with_either_rules(extraction_rules, archives
     assert sorted(os.listdir(tmp_path / "images")) == sorted(mirror.image_files())
 
 
-@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink", "hardlink", "device"])
+@pytest.mark.parametrize("kind", mirror.UNSAFE_KINDS)
 def test_extract_refuses_an_unsafe_member_and_writes_nothing(kind, extraction_rules, tmp_path):
     data_dir = tmp_path / "deep" / "data"
     data_dir.mkdir(parents=True)
@@ -403,6 +524,108 @@ def test_build_reuses_the_cache_when_the_data_folder_moves(prepared_data_dir, tm
     imf.buildDataset(["shiba_inu", "samoyed"], image_size=18, data_dir=second_place)
 
     assert decodes == []
+
+
+def cache_folder(data_dir, size):
+    [name] = [n for n in os.listdir(data_dir / "cache") if f"-{size}px-" in n and ".tmp-" not in n]
+    return data_dir / "cache" / name
+
+
+def copy_with_cache(prepared_data_dir, tmp_path, size):
+    data_dir = tmp_path / "data"
+    shutil.copytree(prepared_data_dir, data_dir)
+    imf.buildDataset(["shiba_inu", "samoyed"], image_size=size, data_dir=data_dir)
+    return data_dir, cache_folder(data_dir, size)
+
+
+def damage_pixels(cache):
+    data = bytearray((cache / "train_x.npy").read_bytes())
+    data[-1] ^= 0xFF  # one pixel's value, the header and shape untouched
+    (cache / "train_x.npy").write_bytes(bytes(data))
+
+
+def garbage_labels(cache):
+    np.save(cache / "train_y.npy", np.full(3, 7, dtype=np.int64))
+
+
+def out_of_range_labels(cache):
+    labels = np.load(cache / "train_y.npy")
+    np.save(cache / "train_y.npy", labels + 5)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda cache: (cache / "meta.json").write_text("[1, 2"), "has unreadable metadata (meta.json)"),
+    (lambda cache: (cache / "meta.json").write_text('{"skipped": 3}'), "has unreadable metadata (meta.json)"),
+    (lambda cache: (cache / "train_y.npy").write_bytes(b"garbage"), "has an unreadable array ("),
+    (garbage_labels, "holds train labels of shape (3,), not"),
+    (out_of_range_labels, "holds train labels outside 0..1"),
+    (damage_pixels, "has a checksum mismatch in train_x.npy"),
+])
+def test_a_damaged_cache_is_rebuilt_with_one_warning(damage, problem, prepared_data_dir, tmp_path, monkeypatch,
+                                                     capsys):
+    data_dir, cache = copy_with_cache(prepared_data_dir, tmp_path, 22)
+    first = imf.buildDataset(["shiba_inu", "samoyed"], image_size=22, data_dir=data_dir)
+    damage(cache)
+    capsys.readouterr()
+    decodes = count_decodes(monkeypatch)
+
+    again = imf.buildDataset(["shiba_inu", "samoyed"], image_size=22, data_dir=data_dir)
+
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "cache" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"Warning: the dataset cache {cache} {problem}")
+    assert warnings[0].endswith("; rebuilding it")
+    assert decodes  # decoded again, not trusted
+    for before, after in zip(first[:4], again[:4]):
+        np.testing.assert_array_equal(before, after)
+    assert imf.buildDataset(["shiba_inu", "samoyed"], image_size=22, data_dir=data_dir) is not None
+    assert "cache" not in capsys.readouterr().err  # the rebuilt cache is good
+
+
+def test_the_skipped_files_warning_comes_once_when_they_are_first_met(prepared_data_dir, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    shutil.copytree(prepared_data_dir, data_dir)
+    for name in mirror.UNREADABLE:
+        shutil.copy(data_dir / "images" / name, data_dir / "train" / imf.breed_of(name) / name)
+
+    imf.buildDataset(["shiba_inu", "samoyed"], image_size=26, data_dir=data_dir)
+    imf.buildDataset(["shiba_inu", "samoyed"], image_size=26, data_dir=data_dir)
+
+    assert [line for line in capsys.readouterr().err.splitlines() if "skipped" in line] == [
+        "Warning: skipped 2 unreadable image file(s): shiba_inu_905.jpg, samoyed_906.jpg"]
+
+
+def test_cache_temporaries_of_dead_writers_are_swept_unless_a_writer_holds_the_lock(prepared_data_dir, tmp_path):
+    data_dir, _ = copy_with_cache(prepared_data_dir, tmp_path, 12)
+    leftover = data_dir / "cache" / "shiba_inu-samoyed-1234abcd-12px-0123456789ab.tmp-999999-deadbeef"
+    leftover.mkdir()
+    (leftover / "train_x.npy").write_bytes(b"half")
+
+    with open(data_dir / "cache" / ".lock") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)  # a writer at work: nothing may be swept
+        assert imf.clean_cache_leftovers(data_dir) == 0 and leftover.exists()
+    assert imf.clean_cache_leftovers(data_dir) == 1 and not leftover.exists()
+
+
+def decompression_bomb_png(path, side=20000):
+    """A tiny PNG that claims ``side`` x ``side`` pixels: past Pillow's limit, it must never be decoded."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", side, side)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    path.write_bytes(bytes(data))
+
+
+def test_an_image_past_the_decompression_bomb_limit_is_skipped_and_counted(prepared_data_dir, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    shutil.copytree(prepared_data_dir, data_dir)
+    decompression_bomb_png(data_dir / "train" / "samoyed" / "samoyed_999.jpg")
+
+    dataset = imf.loadDataset(["shiba_inu", "samoyed"], image_size=16, data_dir=data_dir)
+
+    assert "samoyed_999.jpg" in [line for line in capsys.readouterr().err.splitlines() if "skipped" in line][0]
+    assert len(dataset.train_x) == len(imf.loadDataset(["shiba_inu", "samoyed"], 16, prepared_data_dir).train_x)
 
 
 # --------------------------------------------------------------------------- shuffle

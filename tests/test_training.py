@@ -348,6 +348,14 @@ def test_the_data_order_of_an_epoch_is_the_same_when_it_is_rerun():
     (["--logdir", "a_file/logs"], "cannot write to a_file/logs: "),
     (["--checkpoint-dir", "a_file/checkpoints"], "cannot write to a_file/checkpoints: "),
     (["--batch-size", "ten"], "argument --batch-size: invalid int value: 'ten'"),
+    (["--seed", "-1"], "--seed must be in 0..2147483647, got -1"),
+    (["--seed", "2147483648"], "--seed must be in 0..2147483647, got 2147483648"),
+    (["--learning-rate", "inf"], "--learning-rate must be a finite positive number, got inf"),
+    (["--learning-rate", "nan"], "--learning-rate must be a finite positive number, got nan"),
+    (["--learning-rate", "0"], "--learning-rate must be a finite positive number, got 0.0"),
+    (["--checkpoint-minutes", "-1"], "--checkpoint-minutes must be 0 or more, got -1.0"),
+    (["--checkpoint-every", "0"], "--checkpoint-every must be at least 1, got 0"),
+    (["--image-size", "100000"], "--image-size 100000 with --batch-size 10 needs about "),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(flags, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -360,6 +368,18 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(flags, message, tmp_pat
     assert exit_status.value.code == 2
     assert error.count("\n") == 1 and error.startswith(f"{os.path.basename(sys.argv[0])}: error: {message}")
     assert os.listdir(tmp_path) == ["a_file"]
+
+
+def test_a_run_too_large_for_the_memory_is_refused_naming_the_figures(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = vc.build_parser().parse_args(["--image-size", "1000", "--batch-size", "50"])
+
+    with pytest.raises(vc.UsageError) as error:
+        vc.check_memory(args, available=8 * 2 ** 30)
+
+    assert str(error.value) == ("--image-size 1000 with --batch-size 50 needs about 82.0 GB of memory (the dataset "
+                                "6.0 GB, the graph's variables 32.8 GB, a training step 43.2 GB); this machine has 8.6 GB")
+    vc.check_memory(vc.build_parser().parse_args([]), available=8 * 2 ** 30)  # the tutorial's run fits in 8 GiB
 
 
 def test_bad_input_from_the_command_line_prints_only_the_error(tmp_path):
