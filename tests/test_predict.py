@@ -155,12 +155,14 @@ def npy_bytes(array):
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("run.json", None, "no {path}: "),
-    ("run.json", b'{"classes": ["shiba_inu", "sam', "cannot read {path}: "),
-    ("run.json", b'{"classes": ["shiba_inu", "samoyed"]}', "cannot read {path}: "),
-    ("mean_image.npy", None, "no {path}: "),
-    ("mean_image.npy", b"\x93NUMPY\x01\x00garbled", "cannot read {path}: "),
-    ("mean_image.npy", npy_bytes(np.zeros((32, 32, 3), np.float32)), "cannot read {path}: "),
+    pytest.param("run.json", None, "no {path}: ", id="run.json missing"),
+    pytest.param("run.json", b'{"classes": ["shiba_inu", "sam', "cannot read {path}: ", id="run.json cut short"),
+    pytest.param("run.json", b'{"classes": ["shiba_inu", "samoyed"]}', "cannot read {path}: ",
+                 id="run.json without image_size"),
+    pytest.param("mean_image.npy", None, "no {path}: ", id="mean missing"),
+    pytest.param("mean_image.npy", b"\x93NUMPY\x01\x00garbled", "cannot read {path}: ", id="mean garbled"),
+    pytest.param("mean_image.npy", npy_bytes(np.zeros((32, 32, 3), np.float32)), "cannot read {path}: ",
+                 id="mean of another size"),
 ])
 def test_a_missing_or_garbled_run_description_is_one_line_naming_the_file_and_exit_status_2(
         name, content, message, short_run, tmp_path, capsys):
