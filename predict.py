@@ -92,6 +92,7 @@ class Classifier:
             with vc.native_stderr_held_back():
                 self.session = v1.Session(config=vc.session_config())
                 self.session.run(self.model["global_step"].initial_value)
+            tf.get_logger().setLevel("ERROR")  # Saver's deprecation notices are not news to a TF1 tutorial
             # vc.restore_latest: the newest readable full checkpoint's path, or None when there is none.
             self.checkpoint = vc.restore_latest(self.session, v1.train.Saver(), checkpoint_dir)
         if self.checkpoint is None:
@@ -154,7 +155,6 @@ def classify(classifier, paths, batch_size, as_json):
 
 def main(argv=None):
     args = vc.parse_checked(build_parser(), validate, argv)
-    tf.get_logger().setLevel("ERROR")  # Saver's deprecation notice is not news to a TF1 tutorial
     try:
         classifier = Classifier(args.checkpoint_dir)
     except (UsageError, imf.DataError) as error:
