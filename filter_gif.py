@@ -11,8 +11,10 @@ while training goes on, after it, or in another container on the mounted folder:
         input channels (--input-channel C shows one input channel instead)
     python filter_gif.py --image dog.jpg
         the tutorial's GIF: the image's feature maps in conv1_2 and conv2_2 at every
-        snapshot, two channels side by side (--channels), plus one PNG per conv and pool
-        layer of the feature maps at the latest full checkpoint
+        snapshot, two channels side by side (each layer's two most active for the image
+        at the latest snapshot, or --channels), plus one PNG per conv and pool layer of
+        the feature maps at the latest full checkpoint, and <stem>_gradcam.png: the
+        Grad-CAM of the class the network predicts, where in the image it looked
 
 Pixel values are scaled with one normalisation for all frames of a layer, so change shows
 as change (--per-frame-norm scales each frame on its own).

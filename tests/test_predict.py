@@ -59,7 +59,8 @@ def test_an_image_gets_the_same_answer_alone_as_in_a_batch(short_run, tmp_path, 
     assert [a["image"] for a in batched] == [a["image"] for a in alone]
     for in_batch, by_itself in zip(batched, alone):
         assert in_batch["class"] == by_itself["class"], in_batch["image"]
-        assert in_batch["probability"] == pytest.approx(by_itself["probability"], rel=1e-5), in_batch["image"]
+        # The same up to float rounding, which depends on the batch's shape in TensorFlow's CPU kernels.
+        assert in_batch["probability"] == pytest.approx(by_itself["probability"], abs=1e-4), in_batch["image"]
 
 
 def test_json_is_one_object_per_image_with_its_class_and_every_probability(short_run, capsys, monkeypatch):
