@@ -199,7 +199,7 @@ def most_active(maps):
 def drawn_channels(png_path, maps_per_snapshot, channels, side, zoom):
     """Pairs of (drawn, expected) grey levels of the chosen channels in a feature GIF's last frame."""
     last = np.asarray(Image.open(png_path))
-    low = min(m.min() for m in maps_per_snapshot)
+    low = min(m[..., channels].min() for m in maps_per_snapshot)
     high = max(m[..., channels].max() for m in maps_per_snapshot)
     return [(tile(last, index, side, side, zoom, len(channels))[..., 0].astype(int),
              fg.to_uint8(maps_per_snapshot[-1][..., channel], low, high).astype(int))
