@@ -11,14 +11,16 @@ while training goes on, after it, or in another container on the mounted folder:
         input channels (--input-channel C shows one input channel instead)
     python filter_gif.py --image dog.jpg
         the tutorial's GIF: the image's feature maps in conv1_2 and conv2_2 at every
-        snapshot, two channels side by side (--channels), plus one PNG per conv and pool
-        layer of the feature maps at the latest full checkpoint
+        snapshot, two channels side by side (each layer's two most active for the image
+        at the latest snapshot, or --channels), plus one PNG per conv and pool layer of
+        the feature maps at the latest full checkpoint, and <stem>_gradcam.png: the
+        Grad-CAM of the class the network predicts, where in the image it looked
 
 Pixel values are scaled with one normalisation for all frames of a layer, so change shows
 as change (--per-frame-norm scales each frame on its own).
 """
 import argparse
-import io
+import collections
 import math
 import os
 import re
@@ -29,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import imFunctions as imf
+import predict
 import visualize_convnets as vc
 from visualize_convnets import UsageError, tf, v1
 
@@ -58,8 +61,9 @@ def build_parser():
     parser.add_argument("--image", default=None, help="an image whose feature maps to animate")
     parser.add_argument("--feature-layers", nargs="+", default=["conv1_2", "conv2_2"],
                         help="layers whose feature maps --image animates")
-    parser.add_argument("--channels", nargs="+", default=["0", "1"],
-                        help="feature-map channels side by side, or 'all' for a grid of every channel")
+    parser.add_argument("--channels", nargs="+", default=None,
+                        help="feature-map channels side by side, or 'all' for a grid of every channel "
+                             "(default: each layer's two most active for the image at the latest snapshot)")
     return parser
 
 
@@ -86,7 +90,7 @@ def validate(args):
     for layer in args.feature_layers:
         if layer not in vc.FEATURE_LAYERS:
             raise UsageError(f"unknown feature layer {layer!r}; available: {', '.join(vc.FEATURE_LAYERS)}")
-    if args.channels != ["all"]:
+    if args.channels not in (None, ["all"]):
         fewest = min(feature_channels(layer) for layer in args.feature_layers)
         for channel in args.channels:
             if not channel.isdigit() or int(channel) >= fewest:
@@ -233,9 +237,7 @@ def write_gif(path, frames, fps, hold_last_ms=2000):
 
 def write_png(path, frame):
     """One uint8 frame as a PNG, encoded in memory and renamed into place."""
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, "PNG")
-    imf.write_bytes_atomically(path, buffer.getvalue())
+    vc.save_png(Image.fromarray(frame), path)
 
 
 def limits(values_per_frame, per_frame):
@@ -318,15 +320,43 @@ def feature_gifs(args, snapshots, image, image_size, network):
     """The tutorial's GIF: the image's chosen feature maps at every snapshot."""
     stem = os.path.splitext(os.path.basename(args.image))[0]
     maps = [network(image, params, args.feature_layers) for _, params in snapshots]
+    channels = channels_to_show(args, maps[-1], snapshots[-1][0])
     written = []
     for layer in args.feature_layers:
-        chosen = [channel_maps(m[layer], args.channels) for m in maps]
+        chosen = [channel_maps(m[layer], channels[layer]) for m in maps]
         zoom = max(1, image_size // chosen[0].shape[1])
-        columns = len(chosen[0]) if args.channels != ["all"] else 8
+        columns = len(chosen[0]) if channels[layer] != ["all"] else 8
         frames = [titled(tile_grid(to_uint8(c, low, high), zoom, columns), f"{layer}  step {step}")
                   for c, (low, high), (step, _) in zip(chosen, limits(chosen, args.per_frame_norm), snapshots)]
         written += save_animation(args.out, f"{stem}_{layer}", frames, args.fps)
     return written
+
+
+def channels_to_show(args, latest, step):
+    """``{layer: channels}`` for the feature GIFs, from --channels or, by default, each layer's two
+    most active channels in ``latest`` (the maps at the latest snapshot), said in one line.
+
+    Many channels end up zero for a given image, and the tutorial's fixed 0 and 1 could be
+    among them: a black GIF. A dead channel asked for by number gets a warning.
+    """
+    name = os.path.basename(args.image)
+    if args.channels is None:
+        chosen = {layer: most_active(latest[layer]) for layer in args.feature_layers}
+        print(f"Feature GIFs of {name} show the two most active channels at step {step}: "
+              + ", ".join(f"{layer} {first} and {second}" for layer, (first, second) in chosen.items()))
+        return chosen
+    if args.channels != ["all"]:
+        for layer in args.feature_layers:
+            dead = [channel for channel in args.channels if not latest[layer][..., int(channel)].any()]
+            if dead:
+                print(f"Warning: {layer} channel(s) {', '.join(dead)} zero everywhere on {name} at step {step}: "
+                      f"black in the GIF", file=sys.stderr)
+    return {layer: args.channels for layer in args.feature_layers}
+
+
+def most_active(maps, count=2):
+    """The ``count`` channels of a [h, w, c] feature map with the largest total activation, largest first."""
+    return [int(channel) for channel in np.argsort(-maps.sum(axis=(0, 1)), kind="stable")[:count]]
 
 
 def feature_pngs(args, image, image_size, network):
@@ -348,6 +378,59 @@ def feature_pngs(args, image, image_size, network):
     return written
 
 
+# --------------------------------------------------------------------------- Grad-CAM
+
+GradCam = collections.namedtuple("GradCam", "label probability cam heat")
+
+
+def grad_cam(classifier, picture):
+    """Grad-CAM of the predicted class on conv2_2 for one uint8 picture: where the net looked.
+
+    The gradient of the class's logit with respect to conv2_2's activations, averaged over
+    the positions, weighs each channel; the ReLU of the channels' weighted sum is ``cam``
+    (conv2_2's size), and ``heat`` is it upsampled bilinearly to the picture, scaled to [0, 1].
+    """
+    model = classifier.model
+    conv2_2 = model["layers"]["conv2_2"]
+    with model["graph"].as_default():
+        logits = model["graph"].get_tensor_by_name("softmax/logits:0")
+        predicted_logit = tf.reduce_max(logits, axis=1)  # the predicted class's logit: softmax keeps the order
+        gradients = tf.gradients(predicted_logit, conv2_2)[0]
+    probabilities, activations, gradients = classifier.session.run([model["Y"], conv2_2, gradients],
+                                                                    classifier.feed(picture[None]))
+    cam = np.maximum(activations[0] @ gradients[0].mean(axis=(0, 1)), 0)
+    height, width = picture.shape[:2]
+    upsampled = np.asarray(Image.fromarray(cam.astype(np.float32)).resize((width, height), Image.BILINEAR))
+    best = int(np.argmax(probabilities[0]))
+    return GradCam(classifier.classes[best], float(probabilities[0, best]), cam,
+                   upsampled / max(float(upsampled.max()), 1e-12))
+
+
+def heat_colours(heat):
+    """[h, w] values in [0, 1] as [h, w, 3] jet colours in 0..255: blue, cyan, yellow, red."""
+    return 255 * np.stack([np.clip(1.5 - np.abs(4 * heat - centre), 0, 1) for centre in (3, 2, 1)], axis=-1)
+
+
+def grad_cam_figure(picture, result):
+    """The picture beside itself under its heat map, titled with the class and its probability."""
+    overlay = np.uint8(np.round(0.5 * picture + 0.5 * heat_colours(result.heat)))
+    grid = tile_grid(np.stack([picture, overlay]), max(1, 224 // picture.shape[0]), columns=2)
+    return titled(grid, f"{result.label} {result.probability:.4f}  Grad-CAM on conv2_2")
+
+
+def grad_cam_png(args):
+    """``<stem>_gradcam.png`` from the latest full checkpoint; before the first one, a warning instead."""
+    try:
+        classifier = predict.Classifier(args.checkpoint_dir)
+    except (predict.NoCheckpoint, imf.DataError) as error:
+        print(f"Warning: no Grad-CAM: {error}", file=sys.stderr)
+        return []
+    picture = imf.load_image(args.image, classifier.image_size)
+    path = os.path.join(args.out, f"{os.path.splitext(os.path.basename(args.image))[0]}_gradcam.png")
+    vc.save_png(Image.fromarray(grad_cam_figure(picture, grad_cam(classifier, picture))), path)
+    return [path]
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -359,6 +442,7 @@ def main(argv=None):
             network = FeatureMaps(image_size)
             written += feature_gifs(args, snapshots, image, image_size, network)
             written += feature_pngs(args, image, image_size, network)
+            written += grad_cam_png(args)
     except UsageError as error:
         vc.print_error(error)
         return 2

@@ -32,7 +32,7 @@ import tempfile
 import time
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 import imFunctions as imf
 
@@ -243,26 +243,48 @@ def available_memory():
 
 # --------------------------------------------------------------------------- 1. demos
 
-def demo_convolution(image, figures_dir):
-    """The tutorial's first demo: one greyscale image through four 7x7 filters, SAME padding."""
-    grey = np.asarray(Image.fromarray(image).convert("L"), dtype=np.float32)[None, :, :, None] / 255.0
-    ramp = np.linspace(-1.0, 1.0, 7, dtype=np.float32)
-    filters = np.stack([np.tile(ramp, (7, 1)),                 # vertical edges
-                        np.tile(ramp[:, None], (1, 7)),        # horizontal edges
-                        np.add.outer(ramp, ramp) / 2,          # diagonal edges
-                        np.full((7, 7), 1 / 49, np.float32)],  # blur
-                       axis=-1)[:, :, None, :]
+# A written figure: its file, the arrays drawn in it by title, and where each one sits.
+Figure = collections.namedtuple("Figure", "path panels boxes")
+TITLE_HEIGHT = 26
+PANEL_GAP = 16
+POOLING_INPUT = [[1, 3, 2, 9], [7, 4, 1, 5], [8, 5, 2, 3], [4, 2, 1, 4]]  # the article's 4x4 example
+
+
+def demo_filters():
+    """The notebook's four 7x7 filters as [7, 7, 1, 4], and their names, exactly as it wrote them."""
+    filters = np.zeros([7, 7, 1, 4])
+    filters[3, :, 0, 0] = 1
+    filters[:, 3, 0, 1] = 1
+    filters[:, :, 0, 2] = np.eye(7)
+    filters[:, :, :, 3] -= 1
+    filters[3, 3, :, 3] = 8
+    return filters, ("Horizontal", "Vertical", "Identity", "Outline")
+
+
+def convolve(grey, filters):
+    """A [H, W] image through [k, k, 1, n] filters, SAME padding, in a Session: [H, W, n]."""
     graph = tf.Graph()
     with graph.as_default():
         x = v1.placeholder(tf.float32, [1, None, None, 1], name="image")
-        w = v1.placeholder(tf.float32, [7, 7, 1, 4], name="filters")
+        w = v1.placeholder(tf.float32, [None, None, 1, None], name="filters")
         convolved = tf.nn.conv2d(x, w, strides=[1, 1, 1, 1], padding="SAME", name="convolved")
         with v1.Session(graph=graph) as session:
-            outputs = session.run(convolved, {x: grey, w: filters})
-    panels = [grey[0, :, :, 0]] + [outputs[0, :, :, k] for k in range(4)]
-    path = os.path.join(figures_dir, "convolution_demo.png")
-    save_panels(panels, ["input", "vertical", "horizontal", "diagonal", "blur"], path, shared_scale=False)
-    return path
+            return session.run(convolved, {x: grey[None, :, :, None], w: filters})[0]
+
+
+def demo_convolution(image, figures_dir):
+    """The tutorial's first demo: the grey image through the notebook's four filters.
+
+    Writes the outputs (convolution_demo.png) and the filters themselves
+    (convolution_filters.png, the article's figure 2); returns both Figures.
+    """
+    filters, names = demo_filters()
+    grey = np.mean(image, -1)
+    outputs = convolve(grey, filters)
+    return [save_panels({"grey input": grey, **{name: outputs[..., k] for k, name in enumerate(names)}},
+                        os.path.join(figures_dir, "convolution_demo.png")),
+            save_panels({name: filters[:, :, 0, k] for k, name in enumerate(names)},
+                        os.path.join(figures_dir, "convolution_filters.png"), cell=28, numbers=True)]
 
 
 def demo_image(args, size=224):
@@ -276,46 +298,78 @@ def demo_image(args, size=224):
 
 
 def demo_pooling(figures_dir):
-    """The tutorial's second demo: 2x2 max pooling of a 5x5 input, SAME (3x3 out) vs VALID (2x2)."""
-    values = np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1)
+    """The tutorial's second demo, the article's 4x4 example: a 2x2 kernel at stride 2, and a
+    3x3 kernel at stride 1 with SAME padding (4x4 out) against VALID (2x2 out)."""
+    values = np.array(POOLING_INPUT, np.float32)[None, :, :, None]
     graph = tf.Graph()
     with graph.as_default():
-        x = v1.placeholder(tf.float32, [1, 5, 5, 1], name="input")
-        same = tf.nn.max_pool2d(x, 2, 2, "SAME", name="same")
-        valid = tf.nn.max_pool2d(x, 2, 2, "VALID", name="valid")
+        x = v1.placeholder(tf.float32, [1, 4, 4, 1], name="input")
+        pools = {"2x2, stride 2": tf.nn.max_pool2d(x, 2, 2, "SAME", name="pool_2x2"),
+                 "3x3, stride 1, SAME": tf.nn.max_pool2d(x, 3, 1, "SAME", name="pool_3x3_same"),
+                 "3x3, stride 1, VALID": tf.nn.max_pool2d(x, 3, 1, "VALID", name="pool_3x3_valid")}
         with v1.Session(graph=graph) as session:
-            same_out, valid_out = session.run([same, valid], {x: values})
-    panels = [values[0, :, :, 0], same_out[0, :, :, 0], valid_out[0, :, :, 0]]
-    path = os.path.join(figures_dir, "pooling_demo.png")
-    save_panels(panels, ["input 5x5", f"SAME {same_out.shape[1]}x{same_out.shape[2]}",
-                         f"VALID {valid_out.shape[1]}x{valid_out.shape[2]}"], path, cell=48, numbers=True)
-    return path
+            pooled = session.run(pools, {x: values})
+    panels = {"input 4x4": values[0, :, :, 0], **{title: output[0, :, :, 0] for title, output in pooled.items()}}
+    # One grey scale for all four, so a number has the same shade wherever it lands.
+    return save_panels(panels, os.path.join(figures_dir, "pooling_demo.png"), cell=56, numbers=True,
+                       shared_scale=True)
 
 
-def save_panels(panels, titles, path, cell=None, numbers=False, shared_scale=True):
-    """Panels side by side, titled, scaled to [0, 255] together or each on its own."""
-    tiles = []
-    for panel, title in zip(panels, titles):
-        low, high = (min(float(p.min()) for p in panels), max(float(p.max()) for p in panels)) if shared_scale \
-            else (float(panel.min()), float(panel.max()))
-        scale = cell or max(1, 192 // max(panel.shape))
-        grey = np.uint8(255 * (panel - low) / (high - low or 1))
+def save_panels(panels, path, cell=None, numbers=False, shared_scale=False):
+    """``{title: 2-D array}`` drawn side by side in grey under their titles; returns the Figure.
+
+    Each panel is scaled to [0, 255] on its own unless ``shared_scale``; ``cell`` pixels a
+    value (default: about 224 px a panel); ``numbers`` writes each value on its cell, black
+    on light cells and white on dark ones so every one reads. ``boxes`` holds each panel's
+    (left, top, cell) in the figure.
+    """
+    title_font = ImageFont.load_default(size=15)
+    all_values = np.concatenate([np.ravel(panel) for panel in panels.values()])
+    placed, boxes, left = [], {}, 0
+    for title, panel in panels.items():
+        low, high = (all_values.min(), all_values.max()) if shared_scale else (panel.min(), panel.max())
+        grey = grey_levels(panel, low, high)
+        scale = cell or max(1, 224 // max(panel.shape))
         tile = Image.fromarray(grey).resize((panel.shape[1] * scale, panel.shape[0] * scale), Image.NEAREST)
-        canvas = Image.new("RGB", (max(tile.width, 120), tile.height + 20), "white")
-        canvas.paste(tile.convert("RGB"), (0, 20))
-        draw = ImageDraw.Draw(canvas)
-        draw.text((2, 4), title, fill="black")
+        tile = tile.convert("RGB")
         if numbers:
-            for (row, column), value in np.ndenumerate(panel):
-                draw.text((column * scale + 4, 20 + row * scale + 4), f"{value:g}", fill="red")
-        tiles.append(canvas)
-    figure = Image.new("RGB", (sum(t.width + 10 for t in tiles), max(t.height for t in tiles)), "white")
-    left = 0
-    for tile in tiles:
-        figure.paste(tile, (left, 0))
-        left += tile.width + 10
+            draw_numbers(tile, panel, grey, scale)
+        placed.append((left, title, tile))
+        boxes[title] = (left, TITLE_HEIGHT, scale)
+        left += max(tile.width, int(title_font.getlength(title)) + 4) + PANEL_GAP
+    figure = Image.new("RGB", (left - PANEL_GAP, TITLE_HEIGHT + max(tile.height for _, _, tile in placed)), "white")
+    draw = ImageDraw.Draw(figure)
+    for left, title, tile in placed:
+        figure.paste(tile, (left, TITLE_HEIGHT))
+        draw.text((left, 4), title, fill="black", font=title_font)
+    save_png(figure, path)
+    return Figure(path, dict(panels), boxes)
+
+
+def grey_levels(values, low, high):
+    """``values`` mapped linearly onto 0 (``low``) .. 255 (``high``), as uint8."""
+    return np.uint8(np.round(255 * (values - low) / (high - low or 1)))
+
+
+def draw_numbers(tile, panel, grey, scale):
+    """Each value centred on its cell of the zoomed tile, in the colour that contrasts with the cell;
+    a grey outline per cell keeps white cells apart from each other and from the page."""
+    font = ImageFont.load_default(size=max(10, scale * 2 // 5))
+    draw = ImageDraw.Draw(tile)
+    for (row, column), value in np.ndenumerate(panel):
+        left, top = column * scale, row * scale
+        draw.rectangle((left, top, left + scale - 1, top + scale - 1), outline=(150, 150, 150))
+        colour = "black" if grey[row, column] >= 128 else "white"
+        draw.text((left + scale / 2, top + scale / 2), f"{value:g}", fill=colour, font=font, anchor="mm")
+
+
+def save_png(picture, path):
+    """A PIL image encoded in memory and written as ``path`` through a temporary name: never a half-written
+    file, and a full disk is one line."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    figure.save(path)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    imf.write_bytes_atomically(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------- 2. data
@@ -495,6 +549,13 @@ class RunLock:
             handle.truncate(0)
             handle.write(f"{os.getpid()} {socket.gethostname()}\n")
             handle.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.close()  # closing the file releases its lock
 
 
 def describe_holder(text):
@@ -682,9 +743,11 @@ def restore_latest(session, saver, checkpoint_dir, checkpoints=None):
         try:
             shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
             check_shapes(prefix, shapes, graph_variables)
-            # Checkpoints of earlier versions lack the run's variables: restore what they have.
-            v1.train.Saver({name: variable for name, variable in graph_variables.items() if name in shapes},
-                           name="restore").restore(session, prefix)
+            # Checkpoints of earlier versions lack the run's variables: restore what they have. (In its
+            # graph: outside it a Saver would try to restore eagerly, which TF1 variables cannot.)
+            with session.graph.as_default():
+                v1.train.Saver({name: variable for name, variable in graph_variables.items() if name in shapes},
+                               name="restore").restore(session, prefix)
             return prefix
         except (tf.errors.OpError, ValueError, IndexError, OSError) as error:
             print(f"Warning: checkpoint {prefix} is unreadable ({type(error).__name__}); trying the one before",
@@ -991,29 +1054,8 @@ def main(argv=None):
         signal.signal(number, stop_at_once)
     print(describe_devices(), flush=True)
     try:
-        lock = RunLock([args.checkpoint_dir, args.logdir])  # held until main returns, or the process dies
-        clean_leftovers(args.checkpoint_dir, args.data_dir)
-        checkpoints = find_checkpoints(args.checkpoint_dir)
-        previous = recorded_run(args.checkpoint_dir, checkpoints)
-        seed = args.seed if args.seed is not None else (previous or {}).get("seed")
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0] & MAX_SEED)
-        run = {"classes": args.classes, "image_size": args.image_size, "batch_size": args.batch_size, "seed": seed}
-        if previous and checkpoints:
-            check_same_run(previous, run, args.checkpoint_dir)  # before the data: settings known now fail fast
-        warn_if_short_of_space(args)
-        dataset = prepare_data(args)
-        if not args.skip_demos:
-            for path in (demo_convolution(demo_image(args), args.figures_dir), demo_pooling(args.figures_dir)):
-                print(f"Wrote {path}")
-        run = {"classes": dataset.classLabels, "image_size": args.image_size, "batch_size": args.batch_size,
-               "train_images": len(dataset.train_x), "seed": seed}
-        if previous and checkpoints:
-            check_same_run(previous, run, args.checkpoint_dir)
-        print(f"Training on {len(dataset.train_x)} images, testing on {len(dataset.test_x)}: "
-              f"{', '.join(dataset.classLabels)} at {args.image_size}px, seed {seed}", flush=True)
-        model = build_graph(args.image_size, dataset.classes, args.learning_rate, seed)
-        return train(args, dataset, model, run, checkpoints)
+        with RunLock([args.checkpoint_dir, args.logdir]):
+            return run_the_tutorial(args)
     except Stopped as stop:
         print(f"Stopped by {signal.Signals(stop.args[0]).name} before training began; nothing to save")
         return 128 + stop.args[0]
@@ -1026,6 +1068,32 @@ def main(argv=None):
     except (imf.DataError, ValueError) as error:
         print_error(error)
         return 1
+
+
+def run_the_tutorial(args):
+    """The tutorial's steps in order, in a checkpoint folder this process holds: data, demos, graph, training."""
+    clean_leftovers(args.checkpoint_dir, args.data_dir)
+    checkpoints = find_checkpoints(args.checkpoint_dir)
+    previous = recorded_run(args.checkpoint_dir, checkpoints)
+    seed = args.seed if args.seed is not None else (previous or {}).get("seed")
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] & MAX_SEED)
+    run = {"classes": args.classes, "image_size": args.image_size, "batch_size": args.batch_size, "seed": seed}
+    if previous and checkpoints:
+        check_same_run(previous, run, args.checkpoint_dir)  # before the data: settings known now fail fast
+    warn_if_short_of_space(args)
+    dataset = prepare_data(args)
+    if not args.skip_demos:
+        for figure in (*demo_convolution(demo_image(args), args.figures_dir), demo_pooling(args.figures_dir)):
+            print(f"Wrote {figure.path}")
+    run = {"classes": dataset.classLabels, "image_size": args.image_size, "batch_size": args.batch_size,
+           "train_images": len(dataset.train_x), "seed": seed}
+    if previous and checkpoints:
+        check_same_run(previous, run, args.checkpoint_dir)
+    print(f"Training on {len(dataset.train_x)} images, testing on {len(dataset.test_x)}: "
+          f"{', '.join(dataset.classLabels)} at {args.image_size}px, seed {seed}", flush=True)
+    model = build_graph(args.image_size, dataset.classes, args.learning_rate, seed)
+    return train(args, dataset, model, run, checkpoints)
 
 
 def warn_if_short_of_space(args):

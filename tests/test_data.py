@@ -439,7 +439,7 @@ def test_build_skips_unreadable_files_with_one_warning_naming_them(prepared_data
     imf.buildDataset(["shiba_inu", "samoyed"], image_size=16, data_dir=data_dir)
 
     warnings = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
-    assert warnings == [f"Warning: skipped 2 unreadable image file(s): shiba_inu_905.jpg, samoyed_906.jpg"]
+    assert warnings == ["Warning: skipped 2 unreadable image file(s): shiba_inu_905.jpg, samoyed_906.jpg"]
 
 
 def test_build_resizes_every_image_to_the_image_size(prepared_data_dir):

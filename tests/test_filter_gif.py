@@ -1,4 +1,6 @@
 """filter_gif.py: GIFs of filters and feature maps from a real short training run's snapshots."""
+import contextlib
+import io
 import os
 import shutil
 import sys
@@ -11,6 +13,7 @@ from PIL import Image
 
 import filter_gif as fg
 import imFunctions as imf
+import predict
 from conftest import run_script
 
 SNAPSHOT_STEPS = list(range(0, 19, 2))  # the short run snapshots every 2 of its 18 steps
@@ -159,24 +162,115 @@ def numpy_conv_relu(images, weights, biases):
     return np.maximum(total + biases, 0)
 
 
-def test_an_activation_frame_equals_the_feature_map_computed_from_that_snapshot(short_run, gifs):
-    out, image = gifs
-    prepared = imf.load_image(str(image), 64).astype(np.float32) - np.load(short_run.checkpoint_dir / "mean_image.npy")
-    maps = []
-    for step in SNAPSHOT_STEPS:
-        reader = tf.train.load_checkpoint(str(short_run.checkpoint_dir / "snapshots" / f"filters-{step}"))
-        conv1_1 = numpy_conv_relu(prepared, reader.get_tensor("conv1_1/weights1_1"), reader.get_tensor("conv1_1/biases1_1"))
-        maps.append(numpy_conv_relu(conv1_1, reader.get_tensor("conv1_2/weights1_2"),
-                                    reader.get_tensor("conv1_2/biases1_2"))[..., :2])
-    high = max(m.max() for m in maps)
-    stem = image.stem
+def numpy_max_pool(maps):
+    """2x2 max pooling at stride 2 of an even-sized [h, w, c] map."""
+    height, width, channels = maps.shape
+    return maps.reshape(height // 2, 2, width // 2, 2, channels).max(axis=(1, 3))
 
-    last = np.asarray(Image.open(out / f"{stem}_conv1_2.png"))
-    for channel in (0, 1):
-        drawn = tile(last, channel, 64, 64, 1, 2)[..., 0].astype(int)
-        expected = fg.to_uint8(maps[-1][..., channel], min(m.min() for m in maps), high).astype(int)
+
+def numpy_conv_stack(prepared, reader):
+    """conv1_1 ... pool2 of the tutorial in numpy, from a checkpoint's weights."""
+    maps, output = {}, prepared
+    for layer in ("conv1_1", "conv1_2", "conv2_1", "conv2_2"):
+        output = maps[layer] = numpy_conv_relu(output, reader.get_tensor(f"{layer}/weights{layer[4:]}"),
+                                               reader.get_tensor(f"{layer}/biases{layer[4:]}"))
+        if layer.endswith("_2"):
+            output = maps[f"pool{layer[4]}"] = numpy_max_pool(output)
+    return maps
+
+
+def prepared_image(run, image):
+    return imf.load_image(str(image), 64).astype(np.float32) - np.load(run.checkpoint_dir / "mean_image.npy")
+
+
+@pytest.fixture(scope="module")
+def numpy_maps(short_run, gifs):
+    """The image's feature maps at every snapshot, computed in numpy."""
+    prepared = prepared_image(short_run, gifs[1])
+    return [numpy_conv_stack(prepared, tf.train.load_checkpoint(str(short_run.checkpoint_dir / "snapshots" /
+                                                                    f"filters-{step}")))
+            for step in SNAPSHOT_STEPS]
+
+
+def most_active(maps):
+    return list(np.argsort(-maps.sum(axis=(0, 1)))[:2])
+
+
+def drawn_channels(png_path, maps_per_snapshot, channels, side, zoom):
+    """Pairs of (drawn, expected) grey levels of the chosen channels in a feature GIF's last frame."""
+    last = np.asarray(Image.open(png_path))
+    low = min(m[..., channels].min() for m in maps_per_snapshot)
+    high = max(m[..., channels].max() for m in maps_per_snapshot)
+    return [(tile(last, index, side, side, zoom, len(channels))[..., 0].astype(int),
+             fg.to_uint8(maps_per_snapshot[-1][..., channel], low, high).astype(int))
+            for index, channel in enumerate(channels)]
+
+
+def test_an_activation_frame_equals_the_feature_map_computed_from_that_snapshot(gifs, numpy_maps):
+    out, image = gifs
+    conv1_2 = [maps["conv1_2"] for maps in numpy_maps]
+
+    for drawn, expected in drawn_channels(out / f"{image.stem}_conv1_2.png", conv1_2, most_active(conv1_2[-1]), 64, 1):
         assert np.abs(drawn - expected).max() <= 1
-    assert len(frames_of(out / f"{stem}_conv1_2.gif")) == len(SNAPSHOT_STEPS)
+    assert len(frames_of(out / f"{image.stem}_conv1_2.gif")) == len(SNAPSHOT_STEPS)
+
+
+def test_by_default_the_image_gifs_show_each_layers_two_most_active_channels_and_say_which(short_run, gifs,
+                                                                                          numpy_maps, tmp_path,
+                                                                                          capsys):
+    fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path), "--layers", "conv1_1",
+             "--image", str(gifs[1])])
+
+    chosen = {layer: most_active(numpy_maps[-1][layer]) for layer in ("conv1_2", "conv2_2")}
+    said = [line for line in capsys.readouterr().out.splitlines() if "most active" in line]
+    assert said == [f"Feature GIFs of {gifs[1].name} show the two most active channels at step 18: "
+                    f"conv1_2 {chosen['conv1_2'][0]} and {chosen['conv1_2'][1]}, "
+                    f"conv2_2 {chosen['conv2_2'][0]} and {chosen['conv2_2'][1]}"]
+
+
+def test_the_default_image_gifs_are_never_black(gifs):
+    out, image = gifs
+
+    for layer, side in (("conv1_2", 64), ("conv2_2", 32)):
+        last = np.asarray(Image.open(out / f"{image.stem}_{layer}.png"))
+        for index in (0, 1):
+            assert tile(last, index, side, side, 64 // side, 2).max() > 0, (layer, index)
+
+
+@pytest.fixture(scope="module")
+def dead_and_live(numpy_maps):
+    """A conv2_2 channel that is zero everywhere on the image at the last snapshot, and a live one."""
+    activity = numpy_maps[-1]["conv2_2"].max(axis=(0, 1))
+    dead = np.flatnonzero(activity == 0)
+    assert len(dead), "the short run is expected to leave some conv2_2 channel dead for this image"
+    return int(dead[0]), int(np.argmax(activity))
+
+
+@pytest.fixture(scope="module")
+def chosen_channels_run(short_run, gifs, dead_and_live, tmp_path_factory):
+    """filter_gif.py with --channels DEAD LIVE for conv2_2; its output folder and stderr."""
+    out, stderr = tmp_path_factory.mktemp("chosen"), io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        status = fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(out), "--layers",
+                          "conv1_1", "--image", str(gifs[1]), "--feature-layers", "conv2_2",
+                          "--channels", *map(str, dead_and_live)])
+    assert status == 0
+    return out, stderr.getvalue()
+
+
+def test_channels_given_by_number_are_the_ones_shown(chosen_channels_run, gifs, numpy_maps, dead_and_live):
+    conv2_2 = [maps["conv2_2"] for maps in numpy_maps]
+
+    for drawn, expected in drawn_channels(chosen_channels_run[0] / f"{gifs[1].stem}_conv2_2.png", conv2_2,
+                                          list(dead_and_live), 32, 2):
+        assert np.abs(drawn - expected).max() <= 1
+
+
+def test_a_channel_given_by_number_that_is_zero_everywhere_gets_a_warning(chosen_channels_run, gifs, dead_and_live):
+    dead, _ = dead_and_live
+
+    assert (f"Warning: conv2_2 channel(s) {dead} zero everywhere on {gifs[1].name} at step 18: black in the GIF\n"
+            in chosen_channels_run[1])
 
 
 def test_the_image_gifs_show_two_channels_side_by_side_at_the_image_size(gifs):
@@ -221,6 +315,86 @@ def test_channels_all_animates_a_grid_of_every_channel(short_run, gifs, tmp_path
     frames = frames_of(tmp_path / f"{image.stem}_conv2_2.gif")
     cell = 64 + fg.GAP  # 32-px maps zoomed to the 64-px image size
     assert frames.shape[1:] == (fg.HEADER + 8 * cell + fg.GAP, 8 * cell + fg.GAP, 3)
+
+
+# --------------------------------------------------------------------------- Grad-CAM
+
+def numpy_grad_cam(prepared, reader):
+    """Grad-CAM on conv2_2 in numpy from a full checkpoint's weights: the class, its probability and the map."""
+    maps = numpy_conv_stack(prepared, reader)
+    weights3_1, biases3_1 = reader.get_tensor("fc1/weights3_1"), reader.get_tensor("fc1/biases3_1")
+    weights3_2, biases3_2 = reader.get_tensor("softmax/weights3_2"), reader.get_tensor("softmax/biases3_2")
+    fc1 = np.maximum(maps["pool2"].reshape(-1) @ weights3_1 + biases3_1, 0)
+    logits = fc1 @ weights3_2 + biases3_2
+    best = int(np.argmax(logits))
+    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    # Backward from the class's logit: softmax layer, fc1's ReLU, fc1, the flattening, pool2.
+    d_pool2 = (weights3_1 @ (weights3_2[:, best] * (fc1 > 0))).reshape(maps["pool2"].shape)
+    conv2_2 = maps["conv2_2"]
+    side, channels = conv2_2.shape[0] // 2, conv2_2.shape[2]
+    windows = conv2_2.reshape(side, 2, side, 2, channels).transpose(0, 2, 4, 1, 3).reshape(side, side, channels, 4)
+    d_windows = np.zeros_like(windows)
+    np.put_along_axis(d_windows, windows.argmax(-1)[..., None], d_pool2[..., None], -1)  # each max takes it all
+    d_conv2_2 = d_windows.reshape(side, side, channels, 2, 2).transpose(0, 3, 1, 4, 2).reshape(conv2_2.shape)
+    cam = np.maximum(conv2_2 @ d_conv2_2.mean(axis=(0, 1)), 0)
+    return best, probabilities[best], cam
+
+
+def numpy_upsample_2x(values):
+    """Bilinear 2x upsampling, pixel centres aligned, edges clamped: out[2i] = .75 x[i] + .25 x[i-1], ..."""
+    for _ in range(2):
+        before, after = np.concatenate([values[:1], values[:-1]]), np.concatenate([values[1:], values[-1:]])
+        values = np.stack([0.75 * values + 0.25 * before, 0.75 * values + 0.25 * after], axis=1)
+        values = values.reshape(-1, *values.shape[2:]).T
+    return values
+
+
+def expected_grad_cam(run, image):
+    """The class, its probability, the map at conv2_2 and the heat map at the image's size, from numpy."""
+    reader = tf.train.load_checkpoint(str(run.checkpoint_dir / "model.ckpt-18"))
+    best, probability, cam = numpy_grad_cam(prepared_image(run, image), reader)
+    heat = numpy_upsample_2x(cam)
+    return ["shiba_inu", "samoyed"][best], probability, cam, heat / heat.max()
+
+
+@pytest.mark.parametrize("breed", ["samoyed", "shiba_inu"])  # the shiba's map has zeros: the ReLU matters
+def test_grad_cam_is_the_class_logits_gradient_weighted_conv2_2_map(breed, short_run):
+    image = short_run.data_dir / "test" / breed / sorted(os.listdir(short_run.data_dir / "test" / breed))[0]
+    label, probability, cam, heat = expected_grad_cam(short_run, image)
+    classifier = predict.Classifier(short_run.checkpoint_dir)
+
+    result = fg.grad_cam(classifier, imf.load_image(str(image), 64))
+
+    assert (result.label, result.probability) == (label, pytest.approx(probability, rel=1e-4))
+    np.testing.assert_allclose(result.cam, cam, rtol=1e-3, atol=1e-4 * cam.max())
+    np.testing.assert_allclose(result.heat, heat, atol=1e-4)
+
+
+def test_image_writes_the_grad_cam_png_the_picture_beside_it_under_its_heat_map(short_run, gifs):
+    out, image = gifs
+    picture = imf.load_image(str(image), 64)
+    heat = expected_grad_cam(short_run, image)[3]
+    zoom = 224 // 64
+
+    png = np.asarray(Image.open(out / f"{image.stem}_gradcam.png").convert("RGB"))
+
+    assert png.shape == (fg.HEADER + 64 * zoom + 2 * fg.GAP, 2 * (64 * zoom + fg.GAP) + fg.GAP, 3)
+    np.testing.assert_array_equal(tile(png, 0, 64, 64, zoom, 2), picture)
+    overlay = 0.5 * picture + 0.5 * fg.heat_colours(heat)
+    assert np.abs(tile(png, 1, 64, 64, zoom, 2) - overlay).max() <= 1
+
+
+def test_without_a_full_checkpoint_there_is_no_grad_cam_and_one_warning(short_run, gifs, tmp_path, capsys):
+    checkpoints = copied_checkpoints(short_run, tmp_path)
+    for name in os.listdir(checkpoints):
+        if name.startswith(("model.ckpt-", "checkpoint")):
+            os.remove(checkpoints / name)
+
+    status = fg.main(["--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "out"), "--layers", "conv1_1",
+                      "--image", str(gifs[1])])
+
+    assert status == 0 and not (tmp_path / "out" / f"{gifs[1].stem}_gradcam.png").exists()
+    assert f"Warning: no Grad-CAM: no full checkpoint in {checkpoints}: " in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- bad input

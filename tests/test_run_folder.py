@@ -1,7 +1,6 @@
 """Never lose a run: the checkpoint folder as the truth, one run per folder, leftovers, the clock,
 divergence and full disks. Every case runs visualize_convnets.py (or filter_gif.py) as a user would.
 """
-import fcntl
 import json
 import os
 import random

@@ -196,8 +196,8 @@ def test_says_it_trains_on_the_cpu_when_there_is_no_gpu(short_run):
     assert "No GPU visible to TensorFlow: training on the CPU" in short_run.stdout.splitlines()
 
 
-def test_demos_write_the_convolution_and_pooling_figures(short_run):
-    for name in ("convolution_demo.png", "pooling_demo.png"):
+def test_demos_write_the_convolution_filters_and_pooling_figures(short_run):
+    for name in ("convolution_demo.png", "convolution_filters.png", "pooling_demo.png"):
         with Image.open(short_run.figures_dir / name) as figure:
             assert figure.width > 2 * figure.height, name
 

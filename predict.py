@@ -1,0 +1,144 @@
+"""Classify pet images with the trained network: the class and its probability for each image.
+
+Restores the newest readable full checkpoint of a training run (visualize_convnets.py)
+into the tutorial's graph, takes the classes and the image size from the run's
+run.json, and prepares each image as training did: resized, the training mean
+(mean_image.npy) subtracted, no dropout. A lost or damaged run.json or mean_image.npy
+is recovered from the checkpoint, which records both.
+
+    python predict.py data/test/samoyed/samoyed_10.jpg
+    python predict.py data/test --json            # every .jpg/.jpeg/.png below data/test
+
+Prints one line per image: its path, the class and its probability, tab-separated;
+with --json one JSON object per line (image, class, probability, probabilities). An
+image that cannot be read is one warning and the rest go on; the exit status is then 1.
+A checkpoint folder without a checkpoint, or without a readable run.json and
+mean_image.npy that no checkpoint records, is one line and exit status 2.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+import imFunctions as imf
+import visualize_convnets as vc
+from visualize_convnets import UsageError, tf, v1
+
+
+class NoCheckpoint(UsageError):
+    """The folder holds no full checkpoint yet."""
+
+
+def build_parser():
+    parser = vc.OneLineParser(description=__doc__.split("\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                        help="images, or folders searched (recursively) for .jpg, .jpeg and .png files")
+    parser.add_argument("--checkpoint-dir", default="checkpoints", help="the training run's checkpoint folder")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per line: image, class, probability, probabilities")
+    parser.add_argument("--batch-size", type=int, default=50, help="images classified in one step")
+    return parser
+
+
+def validate(args):
+    vc.require_at_least_one(args, ("batch_size",))
+
+
+# --------------------------------------------------------------------------- the trained network
+
+class Classifier:
+    """The trained network of a checkpoint folder, with its run's classes, image size and mean."""
+
+    def __init__(self, checkpoint_dir):
+        # run.json and mean_image.npy, or what the newest checkpoint records where either is lost or damaged.
+        run, self.mean = vc.load_run(checkpoint_dir)
+        self.classes, self.image_size = run["classes"], run["image_size"]
+        # vc.build_graph: the graph training builds, so every checkpoint variable finds its place.
+        self.model = vc.build_graph(self.image_size, len(self.classes))
+        # Outside its graph a Saver would try to restore eagerly, which TF1 variables cannot.
+        with self.model["graph"].as_default():
+            # A process's first session logs TensorFlow's CUDA probe (on a machine without a GPU) and
+            # its first run that an MLIR pass is off: noise among the answers and warnings, held back.
+            with vc.native_stderr_held_back():
+                self.session = v1.Session(config=vc.session_config())
+                self.session.run(self.model["global_step"].initial_value)
+            tf.get_logger().setLevel("ERROR")  # Saver's deprecation notices are not news to a TF1 tutorial
+            # vc.restore_latest: the newest readable full checkpoint's path, or None when there is none.
+            self.checkpoint = vc.restore_latest(self.session, v1.train.Saver(), checkpoint_dir)
+        if self.checkpoint is None:
+            raise NoCheckpoint(f"no full checkpoint in {checkpoint_dir}: train first (python visualize_convnets.py)")
+
+    def feed(self, pictures):
+        """The feed of uint8 [n, size, size, 3] pictures, centred as training centred its images, no dropout."""
+        return {self.model["X"]: pictures.astype(np.float32) - self.mean,
+                self.model["keepRate1"]: 1.0, self.model["keepRate2"]: 1.0}
+
+    def probabilities(self, pictures):
+        """[n, classes] softmax outputs for uint8 pictures."""
+        return self.session.run(self.model["Y"], self.feed(pictures))
+
+
+# --------------------------------------------------------------------------- images
+
+def find_images(arguments):
+    """``(paths, empty folders)``: a file as given, a folder as every image below it, sorted."""
+    paths, empty = [], []
+    for argument in arguments:
+        if not os.path.isdir(argument):
+            paths.append(argument)
+            continue
+        found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(argument)
+                       for name in names if name.lower().endswith(imf.IMAGE_SUFFIXES))
+        paths += found
+        if not found:
+            empty.append(argument)
+    return paths, empty
+
+
+def answer(path, probabilities, classes, as_json):
+    best = int(np.argmax(probabilities))
+    if as_json:
+        return json.dumps({"image": path, "class": classes[best], "probability": float(probabilities[best]),
+                           "probabilities": {c: float(p) for c, p in zip(classes, probabilities)}})
+    return f"{path}\t{classes[best]}\t{probabilities[best]:.4f}"
+
+
+def classify(classifier, paths, batch_size, as_json):
+    """Print an answer per readable image, in order, a warning per other one; returns the failures."""
+    failed = 0
+    for start in range(0, len(paths), batch_size):
+        read, pictures = [], []
+        for path in paths[start:start + batch_size]:
+            picture = imf.load_image(path, classifier.image_size)
+            if picture is None:
+                why = "no such file" if not os.path.exists(path) else "not a readable image"
+                print(f"Warning: skipped {path}: {why}", file=sys.stderr)
+                failed += 1
+            else:
+                read.append(path)
+                pictures.append(picture)
+        if pictures:
+            for path, probabilities in zip(read, classifier.probabilities(np.stack(pictures))):
+                print(answer(path, probabilities, classifier.classes, as_json), flush=True)
+    return failed
+
+
+def main(argv=None):
+    args = vc.parse_checked(build_parser(), validate, argv)
+    try:
+        classifier = Classifier(args.checkpoint_dir)
+    except (UsageError, imf.DataError) as error:
+        vc.print_error(error)
+        return 2
+    paths, empty = find_images(args.images)
+    for folder in empty:
+        print(f"Warning: no .jpg, .jpeg or .png images in {folder}", file=sys.stderr)
+    failed = classify(classifier, paths, args.batch_size, args.json)
+    return 1 if failed or empty else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
