@@ -356,7 +356,9 @@ def main(argv=None):
             server = stack.enter_context(
                 MirrorServer(out, args.port, pad_to=OFFICIAL_SIZES if args.official_sizes else None))
         except OSError as error:
-            why = "in use; pick another, or --port 0 for any free one" if error.errno == errno.EADDRINUSE else error.strerror
+            why = error.strerror
+            if error.errno == errno.EADDRINUSE:
+                why = "in use; pick another, or --port 0 for any free one"
             print(f"mirror.py: port {args.port} on 127.0.0.1: {why}", file=sys.stderr)
             return 2
         print(server.url, flush=True)
