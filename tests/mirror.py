@@ -363,7 +363,7 @@ def main(argv=None):
             return 2
         print(server.url, flush=True)
         print(f"mirror.py: serving {out}; in another shell:\n"
-              f"  OXFORD_PETS_URL={server.url} python visualize_convnets.py --image-size 64 --epochs 20",
+              f"  OXFORD_PETS_URL={server.url} python visualize_convnets.py --image-size 64 --epochs 5",
               file=sys.stderr, flush=True)
         try:
             server.thread.join()
