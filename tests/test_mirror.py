@@ -1,0 +1,76 @@
+"""tests/mirror.py run as a script, the way the README's Offline section serves it."""
+import contextlib
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import urllib.request
+
+import mirror
+from conftest import REPO
+
+SCRIPT = os.path.join(REPO, "tests", "mirror.py")
+
+
+@contextlib.contextmanager
+def serving(*args):
+    """The mirror script running with ``args``; yields (its URL, the process)."""
+    process = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        assert ready, "the mirror printed no URL within 60 s"
+        yield process.stdout.readline().strip(), process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_port_0_serves_the_small_archives_at_their_own_size_on_a_free_port(tmp_path):
+    with serving("--port", "0", "--out", str(tmp_path)) as (url, _):
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        with urllib.request.urlopen(f"{url}/images.tar.gz", timeout=30) as response:
+            announced, body = int(response.headers["Content-Length"]), response.read()
+    assert announced == len(body) == os.path.getsize(tmp_path / "images.tar.gz") < 10_000_000
+    (tmp_path / "downloaded.tar.gz").write_bytes(body)
+    with tarfile.open(tmp_path / "downloaded.tar.gz") as archive:
+        assert "images/shiba_inu_1.jpg" in archive.getnames()
+
+
+def test_official_sizes_pads_the_archives_to_what_the_tutorial_expects(tmp_path):
+    size = mirror.OFFICIAL_SIZES["images.tar.gz"]
+    with serving("--port", "0", "--out", str(tmp_path), "--official-sizes") as (url, _):
+        last_byte = urllib.request.Request(f"{url}/images.tar.gz", headers={"Range": f"bytes={size - 1}-"})
+        with urllib.request.urlopen(last_byte, timeout=30) as response:
+            assert (response.status, response.headers["Content-Range"], response.read()) == (
+                206, f"bytes {size - 1}-{size - 1}/{size}", b"\0")
+
+
+def test_without_out_the_archives_live_in_a_temporary_folder_removed_at_sigterm():
+    with serving() as (url, process):
+        folder = process.stderr.readline().split("serving ", 1)[1].split(";", 1)[0]
+        assert sorted(os.listdir(folder)) == ["annotations.tar.gz", "images.tar.gz"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert not os.path.exists(folder)
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, SCRIPT, "--port", str(port), "--out", str(tmp_path)],
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"mirror.py: port {port} on 127.0.0.1: in use; pick another, or --port 0 for any free one\n"
+
+
+def test_a_port_out_of_range_is_refused_before_anything_is_written(tmp_path):
+    result = subprocess.run([sys.executable, SCRIPT, "--port", "70000", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert result.returncode == 2 and "70000 is not a port" in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
