@@ -433,6 +433,7 @@ def grad_cam_png(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    vc.gpus()  # TensorFlow's CUDA probe, before any session, so its log shows only when it failed
     try:
         snapshots = load_snapshots(args.checkpoint_dir, args.every)
         if args.image:

@@ -60,11 +60,8 @@ class Classifier:
         self.model = vc.build_graph(self.image_size, len(self.classes))
         # Outside its graph a Saver would try to restore eagerly, which TF1 variables cannot.
         with self.model["graph"].as_default():
-            # A process's first session logs TensorFlow's CUDA probe (on a machine without a GPU) and
-            # its first run that an MLIR pass is off: noise among the answers and warnings, held back.
-            with vc.native_stderr_held_back():
-                self.session = v1.Session(config=vc.session_config())
-                self.session.run(self.model["global_step"].initial_value)
+            vc.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
+            self.session = v1.Session(config=vc.session_config())
             tf.get_logger().setLevel("ERROR")  # Saver's deprecation notices are not news to a TF1 tutorial
             # vc.restore_latest: the newest readable full checkpoint's path, or None when there is none.
             self.checkpoint = vc.restore_latest(self.session, v1.train.Saver(), checkpoint_dir)

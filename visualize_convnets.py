@@ -19,6 +19,8 @@ import argparse
 import collections
 import contextlib
 import fcntl
+import functools
+import glob
 import io
 import json
 import math
@@ -39,13 +41,18 @@ import imFunctions as imf
 
 @contextlib.contextmanager
 def native_stderr_held_back():
-    """Hold back what native code writes to stderr; replay it only if the block fails."""
+    """Hold back what native code writes to stderr; replay it if the block fails.
+
+    Yields a list that holds the bytes once the block is over, for a caller that
+    decides afterwards that they matter.
+    """
     sys.stderr.flush()
     saved = os.dup(2)
+    held_bytes = []
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
-            yield
+            yield held_bytes
         except BaseException:
             os.dup2(saved, 2)
             held.seek(0)
@@ -54,10 +61,15 @@ def native_stderr_held_back():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            held.seek(0)
+            held_bytes.append(held.read())
 
 
-# TensorFlow's import logs a screenful of C++ start-up notes before its logging is set up;
-# they would bury a one-line usage error. describe_devices() states what they hint at.
+# TensorFlow's C++ side logs its start-up notes (at import, at the first session) before and
+# after its logging is set up; they would bury a one-line usage error and the run's own lines.
+# Informational ones are off unless the user sets TF_CPP_MIN_LOG_LEVEL; the import's are held
+# back, and the CUDA probe's are shown only when it fails (gpus()).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 with native_stderr_held_back():
     import tensorflow as tf
 
@@ -510,10 +522,20 @@ def session_config():
     return config
 
 
+@functools.cache
+def gpus():
+    """The GPUs TensorFlow sees. Its CUDA probe logs an error on every machine without one, so that
+    log is shown only where an NVIDIA device is present and TensorFlow still found none."""
+    with native_stderr_held_back() as held:
+        found = tf.config.list_physical_devices("GPU")
+    if not found and glob.glob("/dev/nvidia[0-9]*"):
+        os.write(2, held[0])
+    return found
+
+
 def describe_devices():
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return f"Training on {len(gpus)} GPU(s): {', '.join(gpu.name for gpu in gpus)}"
+    if gpus():
+        return f"Training on {len(gpus())} GPU(s): {', '.join(gpu.name for gpu in gpus())}"
     return "No GPU visible to TensorFlow: training on the CPU"
 
 

@@ -43,7 +43,7 @@ def prepared_data_dir(archives, tmp_path_factory):
 # --------------------------------------------------------------------------- training runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-Run = collections.namedtuple("Run", "directory data_dir logdir checkpoint_dir figures_dir stdout")
+Run = collections.namedtuple("Run", "directory data_dir logdir checkpoint_dir figures_dir stdout stderr")
 
 
 def run_script(script, args, cwd, timeout=600):
@@ -70,7 +70,8 @@ def training_args(data_dir, out_dir, **flags):
 def short_training_run(data_dir, out_dir, **flags):
     result = run_script("visualize_convnets.py", training_args(data_dir, out_dir, **flags), cwd=out_dir)
     assert result.returncode == 0, result.stdout + result.stderr
-    return Run(out_dir, data_dir, out_dir / "logs", out_dir / "checkpoints", out_dir / "figures", result.stdout)
+    return Run(out_dir, data_dir, out_dir / "logs", out_dir / "checkpoints", out_dir / "figures", result.stdout,
+               result.stderr)
 
 
 @pytest.fixture(scope="session")

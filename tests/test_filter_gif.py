@@ -433,6 +433,14 @@ def test_a_missing_or_empty_checkpoint_folder_is_one_line_and_exit_2(folder, tmp
                                        f"{tmp_path / folder / 'snapshots'}: train first (python visualize_convnets.py)\n")
 
 
+def test_feature_maps_from_the_command_line_show_no_tensorflow_start_up_noise(short_run, gifs, tmp_path):
+    result = run_script("filter_gif.py", ["--checkpoint-dir", short_run.checkpoint_dir, "--out", tmp_path / "out",
+                                          "--layers", "conv1_1", "--image", gifs[1]], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
 def test_an_unreadable_image_is_one_line_and_exit_2(short_run, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
 

@@ -1,6 +1,7 @@
 """The training run, visualize_convnets.py: graph, summaries, checkpoints, resuming, flags."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -194,6 +195,14 @@ def test_prints_the_tutorials_lines_each_epoch(short_run):
 
 def test_says_it_trains_on_the_cpu_when_there_is_no_gpu(short_run):
     assert "No GPU visible to TensorFlow: training on the CPU" in short_run.stdout.splitlines()
+
+
+TENSORFLOW_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \d\d:\d\d:\d\d)", re.M)
+
+
+def test_a_run_shows_no_tensorflow_start_up_noise(short_run):
+    assert TENSORFLOW_LOG_LINE.findall(short_run.stderr) == []
+    assert short_run.stderr.strip()  # the progress lines are there: stderr was read
 
 
 def test_demos_write_the_convolution_filters_and_pooling_figures(short_run):
