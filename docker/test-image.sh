@@ -76,6 +76,7 @@ cleanup() {
     ((status == 0)) && say "passed in $((SECONDS - started)) s" || echo "test-image: failed after $((SECONDS - started)) s" >&2
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # a stopped check (pytest ending early) still cleans up: exit runs the EXIT trap
 
 # --------------------------------------------------------------------- engine
 # CI has no GPU. A stand-in for the NVIDIA Container Toolkit's prestart hook on

@@ -12,6 +12,31 @@ import mirror
 Archives = collections.namedtuple("Archives", "directory sizes")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The image check (tests/test_image.py) starts in the background once collected, its test last."""
+    image_checks = [item for item in items if item.nodeid.startswith("tests/test_image.py::")]
+    for item in image_checks:
+        items.remove(item)
+        items.append(item)
+        if not config.option.collectonly:
+            item.module.start_image_check()
+            config.stash[IMAGE_CHECK] = item.module.started
+
+
+IMAGE_CHECK = pytest.StashKey()
+
+
+def pytest_unconfigure(config):
+    """A run that ends early (-x, Ctrl-C) stops the background image check; its script cleans up after itself."""
+    process = config.stash.get(IMAGE_CHECK, {}).get("process")
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @pytest.fixture(scope="session")
 def archives(tmp_path_factory):
     """Both archives of the generated dataset, written once per test session."""
