@@ -5,7 +5,8 @@ The tutorial's steps, in order:
   2. two demos on the first training image, written as figures: a 7x7 four-filter
      convolution and SAME vs VALID max pooling, through placeholders and a Session;
   3. the graph: placeholders, name scopes conv1_1 ... softmax, dropout, Adam (tf.compat.v1);
-  4. TensorBoard summaries (FileWriters <logdir>/train and <logdir>/test);
+  4. TensorBoard summaries (FileWriters <logdir>/train and <logdir>/test), measured as the
+     notebook does, and a probe image's feature maps over training;
   5. the run's folder: one run at a time (a lock), resumed from the checkpoints on disk;
   6. the training loop: full Saver checkpoints every --checkpoint-minutes of training, at
      the end and on SIGTERM/SIGINT, and small filter snapshots every --snapshot-every
@@ -129,8 +130,16 @@ def build_parser():
     parser.add_argument("--keep-fc", type=float, default=0.5, help="dropout keep rate after fc1 (keepRate2)")
     parser.add_argument("--test-fraction", type=float, default=0.15, help="share of each breed held out for test")
     parser.add_argument("--image-size", type=int, default=224, help="side of the square images fed to the net")
-    parser.add_argument("--summary-every", type=int, default=5, help="steps between TensorBoard summaries")
-    parser.add_argument("--snapshot-every", type=int, default=50, help="steps between filter snapshots (for GIFs)")
+    parser.add_argument("--summary-every", type=int, default=5,
+                        help="steps between TensorBoard summaries; on those steps the batch is also measured with "
+                             "dropout off before its update, as the notebook measures, and the epoch's Training "
+                             "Accuracy is the mean of those measures (a 1-in-N sample)")
+    parser.add_argument("--snapshot-every", type=int, default=50,
+                        help="steps between filter snapshots (for GIFs) and the probe image's feature maps in "
+                             "TensorBoard")
+    parser.add_argument("--probe-image", default=None,
+                        help="the image whose conv1_2 and conv2_2 feature maps TensorBoard shows over training "
+                             "(default: the first test image of the first class)")
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
                         help="minutes of training between full checkpoints (0: none by the clock); a run also "
                              "saves one at its end and when stopped with SIGTERM or Ctrl-C")
@@ -190,6 +199,8 @@ def validate(args):
         args.classes = imf.resolve_classes(args.classes, known)
     except ValueError as error:
         raise UsageError(str(error))
+    if args.probe_image and imf.load_image(args.probe_image, 16) is None:
+        raise UsageError(f"cannot read --probe-image {args.probe_image}: not an image, or damaged")
     check_memory(args, available_memory())
     folders = [args.data_dir, args.logdir, args.checkpoint_dir]
     if not args.skip_demos:
@@ -466,10 +477,10 @@ def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None):
         global_step = v1.train.get_or_create_global_step()
         with tf.name_scope("train"):
             train_step = v1.train.AdamOptimizer(learning_rate).minimize(loss, global_step=global_step, name="adam")
-        summaries = build_summaries(loss, accuracy, graph)
+        summaries, test_summaries = build_summaries(loss, accuracy, graph)
     return dict(graph=graph, X=X, Y_=Y_, keepRate1=keepRate1, keepRate2=keepRate2, layers=layers, Y=Y,
                 loss=loss, accuracy=accuracy, global_step=global_step, train_step=train_step,
-                summaries=summaries, filter1_1=conv_variable(graph, "conv1_1", "weights1_1"))
+                summaries=summaries, test_summaries=test_summaries, filter1_1=conv_variable(graph, "conv1_1", "weights1_1"))
 
 
 def conv_variable(graph, scope, name):
@@ -480,7 +491,8 @@ def conv_variable(graph, scope, name):
 
 
 def build_summaries(loss, accuracy, graph):
-    """Loss, Accuracy, the weights1_1 histogram and a picture of the 32 conv1_1 filters, merged.
+    """The train run's merged summaries (Loss, Accuracy, the weights1_1 histogram, a picture of the 32
+    conv1_1 filters) and the test run's (Loss and Accuracy: the weights are the same for both runs).
 
     Raw summary ops take their tag as given: ``tf.summary.scalar("Accuracy")`` would be
     renamed ``Accuracy_1``, since graph names are unique regardless of case and the
@@ -488,14 +500,12 @@ def build_summaries(loss, accuracy, graph):
     """
     weights1_1 = conv_variable(graph, "conv1_1", "weights1_1")
     with tf.name_scope("summaries"):
-        summaries = [
-            tf.raw_ops.ScalarSummary(tags="Loss", values=loss, name="loss"),
-            tf.raw_ops.ScalarSummary(tags="Accuracy", values=accuracy, name="accuracy"),
-            tf.raw_ops.HistogramSummary(tag="weights1_1", values=weights1_1, name="weights1_1"),
-            tf.raw_ops.ImageSummary(tag="conv1_1_filters", tensor=filter_grid(weights1_1, rows=4),
-                                    max_images=1, name="conv1_1_filters"),
-        ]
-        return v1.summary.merge(summaries, name="merged")
+        scalars = [tf.raw_ops.ScalarSummary(tags="Loss", values=loss, name="loss"),
+                   tf.raw_ops.ScalarSummary(tags="Accuracy", values=accuracy, name="accuracy")]
+        weights = [tf.raw_ops.HistogramSummary(tag="weights1_1", values=weights1_1, name="weights1_1"),
+                   tf.raw_ops.ImageSummary(tag="conv1_1_filters", tensor=filter_grid(weights1_1, rows=4),
+                                           max_images=1, name="conv1_1_filters")]
+        return v1.summary.merge(scalars + weights, name="train"), v1.summary.merge(scalars, name="test")
 
 
 def filter_grid(weights, rows, zoom=8):
@@ -508,6 +518,57 @@ def filter_grid(weights, rows, zoom=8):
     grid = tf.reshape(tf.transpose(tf.reshape(kernels, [rows, columns, 4, 4, 3]), [0, 2, 1, 3, 4]),
                       [1, rows * 4, columns * 4, 3])
     return tf.image.resize(grid, [rows * 4 * zoom, columns * 4 * zoom], method="nearest")
+
+
+def feature_grid(maps, tile=64, columns=8, gap=2):
+    """[h, w, channels] feature maps as one grey uint8 grid, each map shrunk to at most ``tile`` pixels
+    (so a 224-px run's event files stay small) and all on one scale, 0 to the largest value."""
+    high = float(maps.max()) or 1.0
+    side = min(tile, maps.shape[0])
+    channels = maps.shape[-1]
+    rows = math.ceil(channels / columns)
+    grid = np.full((rows * (side + gap) + gap, columns * (side + gap) + gap), 255, np.uint8)
+    for channel in range(channels):
+        picture = Image.fromarray(np.uint8(np.clip(255 * maps[..., channel] / high, 0, 255)))
+        top, left = gap + (channel // columns) * (side + gap), gap + (channel % columns) * (side + gap)
+        grid[top:top + side, left:left + side] = np.asarray(picture.resize((side, side), Image.BOX))
+    return grid
+
+
+def image_summary_value(tag, grey):
+    """A TensorBoard image under exactly ``tag`` (an ImageSummary op would add "/image" to it)."""
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="PNG")
+    return v1.Summary.Value(tag=tag, image=v1.Summary.Image(height=grey.shape[0], width=grey.shape[1],
+                                                            colorspace=1, encoded_image_string=buffer.getvalue()))
+
+
+class ProbeMaps:
+    """One fixed image's feature maps in conv1_2 and conv2_2, as TensorBoard images on snapshot steps:
+    TensorBoard's step slider then plays what filter_gif.py animates."""
+
+    LAYERS = ("conv1_2", "conv2_2")
+
+    def __init__(self, model, image):
+        self.fetches = {layer: model["layers"][layer] for layer in self.LAYERS}
+        self.feed = {model["X"]: image[None], model["keepRate1"]: 1.0, model["keepRate2"]: 1.0}
+
+    def summary(self, session):
+        maps = session.run(self.fetches, self.feed)
+        return v1.Summary(value=[image_summary_value(f"feature_maps/{layer}", feature_grid(maps[layer][0]))
+                                 for layer in self.LAYERS])
+
+
+def probe_image(args, dataset):
+    """The image whose feature maps go to TensorBoard, centred as training's: --probe-image, else the first
+    test image of the first class."""
+    if args.probe_image:
+        picture = imf.load_image(args.probe_image, args.image_size)
+        if picture is None:
+            raise UsageError(f"cannot read --probe-image {args.probe_image}")
+        return picture.astype(np.float32) - dataset.mean_image
+    first_class = np.flatnonzero(dataset.test_y[:, 0]) if len(dataset.test_x) else []
+    return dataset.test_x[first_class[0]] if len(first_class) else dataset.train_x[0]
 
 
 def snapshot_variables(graph):
@@ -949,10 +1010,12 @@ def train(args, dataset, model, run, checkpoints):
             checkpointer = Checkpointer(args, session, saver, model)
             train_writer = v1.summary.FileWriter(os.path.join(args.logdir, "train"), graph)
             test_writer = v1.summary.FileWriter(os.path.join(args.logdir, "test"))
+            snapshots = Snapshots(session, snapshot_saver, args.checkpoint_dir,
+                                  ProbeMaps(model, probe_image(args, dataset)), train_writer)
             with train_writer, test_writer:
+                drop_snapshots_after(args.checkpoint_dir, step)
                 if restored:
                     sync_state_file(args.checkpoint_dir, checkpoints)
-                    drop_snapshots_after(args.checkpoint_dir, step)
                     checkpointer.saved_step, checkpointer.saved_path = step, restored
                     steps_per_epoch = math.ceil(len(dataset.train_x) / args.batch_size)
                     print(f"Resumed from {restored} at global step {step} (epoch {step // steps_per_epoch + 1})")
@@ -961,18 +1024,30 @@ def train(args, dataset, model, run, checkpoints):
                     for writer in (train_writer, test_writer):
                         writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step + 1)
                 else:
-                    drop_snapshots_after(args.checkpoint_dir, step)
-                    save_snapshot(session, snapshot_saver, args.checkpoint_dir, step)
+                    snapshots.take(step)
                 try:
-                    return run_epochs(args, dataset, model, run["seed"], session, step, checkpointer,
-                                      snapshot_saver, train_writer, test_writer)
+                    return run_epochs(args, dataset, model, run["seed"], session, step, checkpointer, snapshots,
+                                      train_writer, test_writer)
                 except Diverged as error:
                     sys.stderr.write("\n")  # end the progress line
                     raise Diverged(f"{error} (a --learning-rate too high for the data, here {args.learning_rate:g}, "
                                    f"is the usual cause); {checkpointer.last_saved()}") from None
 
 
-def run_epochs(args, dataset, model, seed, session, step, checkpointer, snapshot_saver, train_writer, test_writer):
+class Snapshots:
+    """The conv layers' weights for filter_gif.py, and the probe image's feature maps for TensorBoard,
+    taken on the same steps."""
+
+    def __init__(self, session, saver, checkpoint_dir, probe, train_writer):
+        self.session, self.saver, self.checkpoint_dir = session, saver, checkpoint_dir
+        self.probe, self.train_writer = probe, train_writer
+
+    def take(self, step):
+        save_snapshot(self.session, self.saver, self.checkpoint_dir, step)
+        self.train_writer.add_summary(self.probe.summary(self.session), step)
+
+
+def run_epochs(args, dataset, model, seed, session, step, checkpointer, snapshots, train_writer, test_writer):
     """The tutorial's loop from global step ``step`` up to ``--epochs``; stops cleanly on a signal."""
     steps_per_epoch = math.ceil(len(dataset.train_x) / args.batch_size)
     summary_rng = np.random.default_rng([seed, step])
@@ -980,26 +1055,22 @@ def run_epochs(args, dataset, model, seed, session, step, checkpointer, snapshot
     for epoch in range(step // steps_per_epoch, args.epochs):
         order = epoch_order(seed, epoch, len(dataset.train_x))
         progress = StepProgress(epoch + 1, steps_per_epoch)
-        accuracies = []
+        measured_accuracies = []
         for batch_index in range(step - epoch * steps_per_epoch, steps_per_epoch):
             picked = order[batch_index * args.batch_size:(batch_index + 1) * args.batch_size]
             feed = {model["X"]: dataset.train_x[picked], model["Y_"]: dataset.train_y[picked],
                     model["keepRate1"]: args.keep_conv, model["keepRate2"]: args.keep_fc}
-            # Loss, accuracy and (on summary steps) the summaries come from the update's own forward pass.
-            fetches = [model["train_step"], model["loss"], model["accuracy"]]
-            summarise = (step + 1) % args.summary_every == 0
-            if summarise:
-                fetches.append(model["summaries"])
-            _, loss, accuracy, *summary = run_step(session, fetches, feed, step + 1)
+            if (step + 1) % args.summary_every == 0:
+                measured_accuracies.append(write_train_summary(session, model, feed, train_writer, step + 1))
+                write_test_summary(session, model, dataset, test_writer, step + 1, summary_rng)
+            # The progress line shows the update's own forward pass, dropout on.
+            trained = run_checked(session, {"update": model["train_step"], "loss": model["loss"],
+                                            "accuracy": model["accuracy"]}, feed, step + 1)
             step += 1
-            accuracies.append(accuracy)
-            progress.update(batch_index + 1, loss, accuracy, len(picked))
-            if summarise:
-                train_writer.add_summary(summary[0], step)
-                write_test_summary(session, model, dataset, test_writer, step, summary_rng)
+            progress.update(batch_index + 1, trained["loss"], trained["accuracy"], len(picked))
             if step % args.snapshot_every == 0:
                 checkpointer.check_finite(step)  # a snapshot of NaN weights would blank every GIF frame
-                save_snapshot(session, snapshot_saver, args.checkpoint_dir, step)
+                snapshots.take(step)
             if interrupted.signal:
                 progress.close()
                 print(f"Stopping on {signal.Signals(interrupted.signal).name} at global step {step}")
@@ -1009,35 +1080,46 @@ def run_epochs(args, dataset, model, seed, session, step, checkpointer, snapshot
                 progress.close()
                 checkpointer.save(step)
         progress.close()
-        print(f"Epoch number {epoch + 1} Training Accuracy: {np.mean(accuracies):.4f}")
+        print(f"Epoch number {epoch + 1} Training Accuracy: " + (
+            f"{np.mean(measured_accuracies):.4f}" if measured_accuracies else "n/a (no summary step in this epoch)"))
         test_accuracy = evaluate(session, model, dataset.test_x, dataset.test_y, max(args.batch_size, 50))
         print(f"Test Set Accuracy: {test_accuracy:.4f}", flush=True)
         if args.checkpoint_every and (epoch + 1) % args.checkpoint_every == 0:
             checkpointer.save(step)
     checkpointer.save(step)
     if step % args.snapshot_every:
-        save_snapshot(session, snapshot_saver, args.checkpoint_dir, step)
+        snapshots.take(step)
     print(f"Training finished: {args.epochs} epochs, global step {step}")
     return 0
 
 
-def run_step(session, fetches, feed, step):
-    """One training step; a loss or summary that is no longer a finite number is Diverged."""
+def run_checked(session, fetches, feed, step):
+    """``session.run`` of a dict of fetches; a loss or a summary that is no longer a finite number is Diverged."""
     try:
         values = session.run(fetches, feed)
     except tf.errors.InvalidArgumentError as error:
         if "Nan in summary histogram" in error.message:
             raise Diverged(f"the weights became NaN by global step {step}") from None
         raise
-    if not math.isfinite(values[1]):
-        raise Diverged(f"the loss became {values[1]} at global step {step}")
+    if not math.isfinite(values["loss"]):
+        raise Diverged(f"the loss became {values['loss']} at global step {step}")
     return values
 
 
+def write_train_summary(session, model, feed, train_writer, step):
+    """The train run's summaries as the notebook measures them: the step's batch with dropout off, before
+    its update. Returns the batch's accuracy, which the epoch's Training Accuracy averages."""
+    measured = run_checked(session, {"summary": model["summaries"], "accuracy": model["accuracy"],
+                                     "loss": model["loss"]}, {**feed, model["keepRate1"]: 1.0, model["keepRate2"]: 1.0},
+                           step)
+    train_writer.add_summary(measured["summary"], step)
+    return measured["accuracy"]
+
+
 def write_test_summary(session, model, dataset, test_writer, step, rng):
-    """The merged summaries on 10 random test images, without dropout."""
+    """The test run's summaries on 10 random test images, without dropout."""
     picked = rng.choice(len(dataset.test_x), size=min(10, len(dataset.test_x)), replace=False)
-    summary = session.run(model["summaries"], {
+    summary = session.run(model["test_summaries"], {
         model["X"]: dataset.test_x[picked], model["Y_"]: dataset.test_y[picked],
         model["keepRate1"]: 1.0, model["keepRate2"]: 1.0})
     test_writer.add_summary(summary, step)

@@ -146,6 +146,59 @@ def test_train_run_holds_a_picture_of_the_conv1_1_filters(short_run):
     assert decoded.shape == (4 * 4 * 8, 8 * 4 * 8, 3)
 
 
+def test_the_test_run_holds_no_copy_of_the_weights_pictures(short_run):
+    assert {tag for _, tag, _ in events(short_run.logdir, "test")} == {"Loss", "Accuracy"}
+
+
+def test_the_train_run_shows_the_probe_images_feature_maps_on_snapshot_steps(short_run):
+    for layer, channels, side in (("conv1_2", 32, 64), ("conv2_2", 64, 32)):
+        pictures = {step: value.image for step, tag, value in events(short_run.logdir, "train")
+                    if tag == f"feature_maps/{layer}"}
+        assert sorted(pictures) == list(range(0, 19, 2)), layer
+        rows = channels // 8
+        assert tf.io.decode_png(pictures[18].encoded_image_string).numpy().shape == (
+            2 + rows * (side + 2), 2 + 8 * (side + 2), 1), layer
+
+
+def test_the_probe_is_the_first_test_image_of_the_first_class_through_that_steps_weights(short_run):
+    from test_filter_gif import numpy_conv_relu
+    dataset = imf.loadDataset(["shiba_inu", "samoyed"], 64, short_run.data_dir)
+    probe = dataset.test_x[np.flatnonzero(dataset.test_y[:, 0])[0]]
+    reader = tf.train.load_checkpoint(str(short_run.checkpoint_dir / "snapshots" / "filters-8"))
+    conv1_1 = numpy_conv_relu(probe, reader.get_tensor("conv1_1/weights1_1"), reader.get_tensor("conv1_1/biases1_1"))
+    conv1_2 = numpy_conv_relu(conv1_1, reader.get_tensor("conv1_2/weights1_2"), reader.get_tensor("conv1_2/biases1_2"))
+    [picture] = [value.image for step, tag, value in events(short_run.logdir, "train")
+                 if tag == "feature_maps/conv1_2" and step == 8]
+
+    drawn = tf.io.decode_png(picture.encoded_image_string).numpy()[..., 0].astype(int)
+    assert np.abs(drawn - vc.feature_grid(conv1_2).astype(int)).max() <= 1
+
+
+def test_train_summaries_measure_the_batch_with_dropout_off_before_its_update(prepared_data_dir, tmp_path):
+    # A checkpoint after every step (the clock at 60 microseconds), so each update's starting weights are there.
+    run = short_training_run(prepared_data_dir, tmp_path, image_size=32, epochs=1, summary_every=2,
+                             checkpoint_every=None, checkpoint_minutes=1e-6, keep_checkpoints=10, skip_demos=True)
+    dataset = imf.loadDataset(["shiba_inu", "samoyed"], 32, prepared_data_dir)
+    order = vc.epoch_order(1, 0, len(dataset.train_x))
+    summaries = {(step, tag): value.simple_value for step, tag, value in events(run.logdir, "train")
+                 if tag in ("Loss", "Accuracy")}
+    model = vc.build_graph(32, 2)
+    measured = {}
+    with model["graph"].as_default(), tf.compat.v1.Session() as session:
+        for step in (2, 4, 6):
+            tf.compat.v1.train.Saver().restore(session, str(run.checkpoint_dir / f"model.ckpt-{step - 1}"))
+            picked = order[(step - 1) * 8:step * 8]
+            measured[step] = session.run([model["loss"], model["accuracy"]], {
+                model["X"]: dataset.train_x[picked], model["Y_"]: dataset.train_y[picked],
+                model["keepRate1"]: 1.0, model["keepRate2"]: 1.0})
+
+    for step, (loss, accuracy) in measured.items():
+        np.testing.assert_allclose(summaries[step, "Loss"], loss, rtol=1e-4)
+        assert summaries[step, "Accuracy"] == pytest.approx(accuracy)
+    mean_accuracy = np.mean([summaries[step, "Accuracy"] for step in (2, 4, 6)])
+    assert f"Epoch number 1 Training Accuracy: {mean_accuracy:.4f}" in run.stdout.splitlines()
+
+
 def test_the_graph_in_tensorboard_has_the_tutorials_name_scopes(short_run):
     scopes = {node.name.split("/")[0] for node in graph_def(short_run.logdir).node}
 
