@@ -165,11 +165,14 @@ def test_a_failed_write_leaves_the_previous_files_whole(short_run, tmp_path, mon
     assert run_main(argv)[0] == 0
     before = {name: (out / name).read_bytes() for name in os.listdir(out) if "feature_vis" in name}
 
-    def broken_write_gif(path, frames, fps):
+    def write_gif_until_the_disk_fills(path, frames, fps):
+        if "feature_vis" not in path:  # the filter GIF is written first and should succeed
+            return write_gif(path, frames, fps)
         with open(path, "wb") as handle:
             handle.write(b"GIF89a half")
         raise OSError("disk full")
-    monkeypatch.setattr(fg, "write_gif", broken_write_gif)
+    write_gif = fg.write_gif
+    monkeypatch.setattr(fg, "write_gif", write_gif_until_the_disk_fills)
     with pytest.raises(OSError, match="disk full"):
         run_main(argv)
 
