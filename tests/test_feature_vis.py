@@ -1,6 +1,7 @@
 """filter_gif.py --feature-vis: each channel's preferred input, optimised at every snapshot of a real short run."""
 import contextlib
 import io
+import json
 import os
 import shutil
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 import filter_gif as fg
+from conftest import run_script
 
 LAST_STEP = 18
 STEPS = [0, LAST_STEP]  # --every 9 of the short run's snapshots at steps 0, 2, ..., 18
@@ -210,3 +212,15 @@ def test_a_checkpoint_folder_without_its_mean_image_is_one_line_and_exit_2_befor
     assert status == 2
     assert stderr.endswith(f"error: {checkpoints} lacks run.json or mean_image.npy: not a training checkpoint folder\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_benchmark_in_its_smallest_configuration_ends_with_its_json_line(tmp_path):
+    result = run_script("bench/feature_vis_bench.py", ["--snapshots", "2", "--runs", "8:1", "16:1"], cwd=tmp_path,
+                        timeout=120)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["s8_snapshots"] == report["s16_snapshots"] == 2
+    assert 0 < report["s8_first_snapshot_s"] < report["s8_total_s"]
+    assert report["s8_s_per_step"] > 0 and report["step_ratio_16_vs_8"] > 0
+    assert list(tmp_path.iterdir()) == []  # it worked in a temporary folder of its own
