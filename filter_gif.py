@@ -377,8 +377,10 @@ class FeatureVis:
             self.pixels = 255.0 * tf.sigmoid(colours)
             # Jitter: a random shift each step, so no picture relies on exact pixel positions.
             self.shift = v1.placeholder_with_default(tf.zeros([2], tf.int32), [2], name="shift")
+            # Shift the raw pixels, then centre them, so every shifted input is still a valid one.
             shifted = tf.roll(self.pixels, self.shift, axis=[1, 2]) - mean_image
             self.inputs = self.pixels - mean_image
+            # FeatureMaps' weight placeholders, so optimise() can feed any snapshot's weights.
             layers, _ = vc.conv_stack(shifted, lambda *shape: FeatureMaps._placeholders(self, *shape))
             # The ReLU's input: a channel that is negative everywhere still gets a gradient.
             pre_relu = layers[layer].op.inputs[0]
