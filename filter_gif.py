@@ -15,16 +15,22 @@ while training goes on, after it, or in another container on the mounted folder:
         at the latest snapshot, or --channels), plus one PNG per conv and pool layer of
         the feature maps at the latest full checkpoint, and <stem>_gradcam.png: the
         Grad-CAM of the class the network predicts, where in the image it looked
+    python filter_gif.py --feature-vis conv2_2 --every 10
+        what each channel of a layer responds to most, through training: one input per
+        channel, found by gradient ascent at every snapshot starting from the previous
+        snapshot's, as a GIF, a PNG of its last frame and the last inputs as .npy
 
 Pixel values are scaled with one normalisation for all frames of a layer, so change shows
 as change (--per-frame-norm scales each frame on its own).
 """
 import argparse
 import collections
+import io
 import math
 import os
 import re
 import sys
+import time
 
 import imageio.v3 as iio
 import numpy as np
@@ -64,6 +70,7 @@ def build_parser():
     parser.add_argument("--channels", nargs="+", default=None,
                         help="feature-map channels side by side, or 'all' for a grid of every channel "
                              "(default: each layer's two most active for the image at the latest snapshot)")
+    add_feature_vis_arguments(parser)
     return parser
 
 
@@ -95,6 +102,7 @@ def validate(args):
         for channel in args.channels:
             if not channel.isdigit() or int(channel) >= fewest:
                 raise UsageError(f"--channels takes channel numbers 0..{fewest - 1} or 'all', got {channel!r}")
+    validate_feature_vis(args)
     vc.check_writable(args.out)
 
 
@@ -431,6 +439,141 @@ def grad_cam_png(args):
     return [path]
 
 
+# --------------------------------------------------------------------------- feature visualisation
+
+# lucid's colour decorrelation (Olah et al., "Feature Visualization", Distill 2017): the square
+# root of ImageNet's RGB covariance, scaled to unit column norm. Optimising in these
+# decorrelated colours, like optimising in Fourier space, keeps the high frequencies and
+# colour noise that plain pixel-space ascent produces out of the pictures.
+COLOR_CORRELATION_SQRT = np.float32([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+COLOR_CORRELATION_SQRT /= np.linalg.norm(COLOR_CORRELATION_SQRT, axis=0).max()
+DEAD_GREY = 128
+
+
+def add_feature_vis_arguments(parser):
+    parser.add_argument("--feature-vis", nargs="+", default=None, metavar="LAYER",
+                        help="conv layers whose channels' preferred inputs to animate through training "
+                             "(gradient ascent on each channel's mean activation, at every snapshot)")
+    parser.add_argument("--feature-vis-first-steps", type=int, default=100,
+                        help="ascent steps on the first snapshot, from noise")
+    parser.add_argument("--feature-vis-steps", type=int, default=20,
+                        help="ascent steps on each later snapshot, starting from the previous one's result")
+    parser.add_argument("--feature-vis-lr", type=float, default=0.2, help="Adam's learning rate for the ascent")
+    parser.add_argument("--feature-vis-jitter", type=int, default=None,
+                        help="largest random shift of the input each step, in pixels (default: image size / 16)")
+    parser.add_argument("--feature-vis-seed", type=int, default=0, help="seeds the starting noise and the jitter")
+
+
+def validate_feature_vis(args):
+    for layer in args.feature_vis or []:
+        if layer not in CONV_CHANNELS:
+            raise UsageError(f"unknown --feature-vis layer {layer!r}; available: {', '.join(CONV_CHANNELS)}")
+    vc.require_at_least_one(args, ("feature_vis_first_steps", "feature_vis_steps"))
+    if not args.feature_vis_lr > 0:
+        raise UsageError(f"--feature-vis-lr must be positive, got {args.feature_vis_lr}")
+    if args.feature_vis_jitter is not None and args.feature_vis_jitter < 0:
+        raise UsageError(f"--feature-vis-jitter must be at least 0, got {args.feature_vis_jitter}")
+
+
+def fourier_scale(size):
+    """1/frequency per rfft2 coefficient: white noise in this basis is a natural image's spectrum."""
+    frequencies = np.hypot(np.fft.fftfreq(size)[:, None], np.fft.rfftfreq(size)[None, :])
+    return np.float32(size / np.maximum(frequencies, 1.0 / size))
+
+
+class FeatureVis:
+    """One input per channel of ``layer``, optimised at once to excite that channel.
+
+    The inputs live as a Fourier spectrum in decorrelated colours, squashed by a sigmoid into
+    raw pixels 0..255 and then centred by the training mean, so they stay within what the
+    network saw in training. The weights are placeholders, as in FeatureMaps, so one graph
+    serves every snapshot; the spectrum and Adam's moments stay between snapshots, so each
+    snapshot starts from the previous one's result.
+    """
+
+    def __init__(self, layer, image_size, mean_image, learning_rate, seed):
+        channels = CONV_CHANNELS[layer][1]
+        scale = fourier_scale(image_size)
+        # Every channel starts from the same noise, so tiles differ through the weights alone.
+        noise = np.random.default_rng(seed).normal(0, 0.01, (1, 2, 3) + scale.shape).astype(np.float32)
+        self.graph = tf.Graph()
+        self.params = {}
+        with self.graph.as_default():
+            self.spectrum = tf.Variable(np.repeat(noise, channels, axis=0), name="spectrum")
+            planes = tf.signal.irfft2d(tf.complex(self.spectrum[:, 0] * scale, self.spectrum[:, 1] * scale),
+                                       fft_length=[image_size, image_size]) / 4.0  # lucid's scaling
+            colours = tf.tensordot(tf.transpose(planes, [0, 2, 3, 1]), COLOR_CORRELATION_SQRT.T, axes=1)
+            self.pixels = 255.0 * tf.sigmoid(colours)
+            # Jitter: a random shift each step, so no picture relies on exact pixel positions.
+            self.shift = v1.placeholder_with_default(tf.zeros([2], tf.int32), [2], name="shift")
+            # Shift the raw pixels, then centre them, so every shifted input is still a valid one.
+            shifted = tf.roll(self.pixels, self.shift, axis=[1, 2]) - mean_image
+            self.inputs = self.pixels - mean_image
+            # FeatureMaps' weight placeholders, so optimise() can feed any snapshot's weights.
+            layers, _ = vc.conv_stack(shifted, lambda *shape: FeatureMaps._placeholders(self, *shape))
+            # The ReLU's input: a channel that is negative everywhere still gets a gradient.
+            pre_relu = layers[layer].op.inputs[0]
+            own_mean = tf.linalg.diag_part(tf.reduce_mean(pre_relu, axis=[1, 2]))  # channel c on input c
+            self.peak = tf.reduce_max(layers[layer], axis=[0, 1, 2])  # each channel over every input
+            self.ascend = v1.train.AdamOptimizer(learning_rate).minimize(-tf.reduce_sum(own_mean),
+                                                                         var_list=[self.spectrum])
+            initialise = v1.global_variables_initializer()
+        self.session = v1.Session(graph=self.graph)
+        self.session.run(initialise)
+
+    def optimise(self, params, steps, jitter, rng):
+        """``(raw pixels [c, s, s, 3], network inputs, dead channels)`` after ``steps`` more ascent steps."""
+        feed = {}
+        for scope, (weights, biases) in self.params.items():
+            feed[weights], feed[biases] = params[scope]
+        for _ in range(steps):
+            feed[self.shift] = rng.integers(-jitter, jitter + 1, 2)
+            self.session.run(self.ascend, feed)
+        del feed[self.shift]
+        pixels, inputs, peak = self.session.run([self.pixels, self.inputs, self.peak], feed)
+        return pixels, inputs, np.flatnonzero(peak <= 0)
+
+
+def feature_vis_frame(layer, step, pixels, dead):
+    tiles = np.uint8(np.clip(np.rint(pixels), 0, 255))
+    tiles[dead] = DEAD_GREY  # a flat tile: a dead channel has no preferred input to show
+    return titled(tile_grid(tiles, 1, columns=8), f"{layer} feature vis  step {step}")
+
+
+def write_npy(path, array):
+    """An array as a .npy file, encoded in memory and renamed into place."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    imf.write_bytes_atomically(path, buffer.getvalue())
+
+
+def feature_vis_gifs(args, snapshots, image_size, mean_image):
+    """Per --feature-vis layer: a GIF of every channel's preferred input through training."""
+    jitter = args.feature_vis_jitter if args.feature_vis_jitter is not None else image_size // 16
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+    for layer in args.feature_vis:
+        vis = FeatureVis(layer, image_size, mean_image, args.feature_vis_lr, args.feature_vis_seed)
+        rng = np.random.default_rng(args.feature_vis_seed)
+        frames, started = [], time.perf_counter()
+        for index, (step, params) in enumerate(snapshots):
+            steps = args.feature_vis_first_steps if index == 0 else args.feature_vis_steps
+            pixels, inputs, dead = vis.optimise(params, steps, jitter, rng)
+            frames.append(feature_vis_frame(layer, step, pixels, dead))
+            print(f"\r{layer} feature vis: snapshot {index + 1}/{len(snapshots)} (step {step}), "
+                  f"{time.perf_counter() - started:.0f} s", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+        if len(dead):
+            print(f"{layer}: {len(dead)} dead channel(s) at step {step}, zero for every input tried: "
+                  f"{' '.join(map(str, dead))}", file=sys.stderr)
+        stem = os.path.join(args.out, f"{layer}_feature_vis")
+        write_gif(f"{stem}.gif", frames, args.fps)
+        write_png(f"{stem}.png", frames[-1])
+        write_npy(f"{stem}.npy", inputs)
+        written += [f"{stem}.gif", f"{stem}.png", f"{stem}.npy"]
+    return written
+
+
 def main(argv=None):
     args = parse_args(argv)
     vc.gpus()  # TensorFlow's CUDA probe, before any session, so its log shows only when it failed
@@ -438,12 +581,16 @@ def main(argv=None):
         snapshots = load_snapshots(args.checkpoint_dir, args.every)
         if args.image:
             image, image_size = prepare_image(args.image, args.checkpoint_dir)
+        if args.feature_vis:
+            run, mean_image = vc.load_run(args.checkpoint_dir)
         written = filter_gifs(args, snapshots)
         if args.image:
             network = FeatureMaps(image_size)
             written += feature_gifs(args, snapshots, image, image_size, network)
             written += feature_pngs(args, image, image_size, network)
             written += grad_cam_png(args)
+        if args.feature_vis:
+            written += feature_vis_gifs(args, snapshots, run["image_size"], mean_image)
     except UsageError as error:
         vc.print_error(error)
         return 2

@@ -786,6 +786,7 @@ def load_run(checkpoint_dir):
 def write_run(checkpoint_dir, run, mean_image):
     """What inference needs beside the checkpoints: classes, image size, the mean image; rewritten only when
     they differ, each under a temporary name and renamed."""
+    os.makedirs(checkpoint_dir, exist_ok=True)
     if read_run(checkpoint_dir) != run:
         imf.write_json_atomically(os.path.join(checkpoint_dir, RUN_FILE), run)
     recorded_mean, _ = read_mean_file(checkpoint_dir, run["image_size"])

@@ -236,6 +236,7 @@ def main(argv=None):
     parser.add_argument("--keras-xla", action="store_true",
                         help="also time Keras with jit_compile=True (XLA on the CPU; slow to compile)")
     args = parser.parse_args(argv)
+    vc.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
     repeats = args.repeats or (6 if args.quick else 10)
     steps = args.steps or (5 if args.quick else 8)
     loop_repeats = args.loop_repeats or (1 if args.quick else 3)

@@ -34,7 +34,8 @@ IMAGE_SIZE = 224
 def write_snapshots(checkpoint_dir, count, every=50):
     """``count`` snapshots whose weights drift a little between saves, as training makes them."""
     rng = np.random.default_rng(0)
-    vc.write_run(checkpoint_dir, {"classes": ["shiba_inu", "samoyed"], "image_size": IMAGE_SIZE},
+    vc.write_run(checkpoint_dir, {"classes": ["shiba_inu", "samoyed"], "image_size": IMAGE_SIZE, "batch_size": 10,
+                                  "train_images": 340, "seed": 0},
                  rng.uniform(0, 255, (IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32))
     graph = tf.Graph()
     with graph.as_default():
@@ -63,6 +64,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--snapshots", type=int, default=320, help="snapshots to animate")
     args = parser.parse_args()
+    vc.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
     work = tempfile.mkdtemp(prefix="gif-bench-")
     try:
         checkpoint_dir = os.path.join(work, "checkpoints")

@@ -1,0 +1,110 @@
+"""Benchmark: filter_gif.py --feature-vis conv2_2 on the snapshots of a full 400-epoch run.
+
+A 400-epoch run on the real split (340 training images, 34 steps an epoch) snapshots every
+50 steps: 272 snapshots. This writes 272 snapshots of drifting conv weights (real Saver
+files, gif_bench.write_snapshots), then, in one process, for each SIZE:EVERY of --runs,
+writes that image size into run.json and times
+
+    python filter_gif.py --layers conv1_1 --feature-vis conv2_2 --every EVERY
+
+with filter_gif's default ascent steps, timing every FeatureVis.optimise call (one per
+snapshot) inside it. The machine's load average and this process's CPU time are recorded
+alongside, since a shared box's figures move with its load. Ends with one JSON line.
+
+    python bench/feature_vis_bench.py [--runs 64:10 224:100]
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import filter_gif as fg  # noqa: E402
+import gif_bench  # noqa: E402
+import visualize_convnets as vc  # noqa: E402
+
+
+def size_and_every(text):
+    size, every = text.split(":")
+    return int(size), int(every)
+
+
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_run(checkpoint_dir, out, size, every):
+    """One filter_gif.main run at ``size`` px; its wall and CPU time and each snapshot's seconds."""
+    vc.write_run(checkpoint_dir, {"classes": ["shiba_inu", "samoyed"], "image_size": size, "batch_size": 10,
+                                  "train_images": 340, "seed": 0},
+                 np.full((size, size, 3), 127.5, np.float32))
+    per_snapshot = []
+    optimise = fg.FeatureVis.optimise
+
+    def timed_optimise(self, *args):
+        started = time.perf_counter()
+        result = optimise(self, *args)
+        per_snapshot.append(time.perf_counter() - started)
+        return result
+
+    fg.FeatureVis.optimise = timed_optimise  # for this run only; restored below
+    load_before, cpu_before, started = os.getloadavg()[0], cpu_seconds(), time.perf_counter()
+    try:
+        assert fg.main(["--checkpoint-dir", checkpoint_dir, "--out", out, "--layers", "conv1_1",
+                        "--feature-vis", "conv2_2", "--every", str(every)]) == 0
+    finally:
+        fg.FeatureVis.optimise = optimise
+    total = time.perf_counter() - started
+    return dict(total_s=total, cpu_s=cpu_seconds() - cpu_before, per_snapshot=per_snapshot,
+                load=(load_before, os.getloadavg()[0]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--snapshots", type=int, default=272, help="snapshots written (a 400-epoch run's)")
+    parser.add_argument("--runs", nargs="+", type=size_and_every, default=[(64, 10), (224, 100)],
+                        metavar="SIZE:EVERY", help="image size and --every of each timed run")
+    args = parser.parse_args()
+    vc.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
+    defaults = fg.build_parser().parse_args([])
+    first_steps, steps = defaults.feature_vis_first_steps, defaults.feature_vis_steps
+    work = tempfile.mkdtemp(prefix="feature-vis-bench-")
+    report = {"snapshots": args.snapshots, "first_steps": first_steps, "steps": steps}
+    try:
+        checkpoint_dir = os.path.join(work, "checkpoints")
+        gif_bench.write_snapshots(checkpoint_dir, args.snapshots)
+        for size, every in args.runs:
+            run = timed_run(checkpoint_dir, os.path.join(work, f"out{size}"), size, every)
+            first, later = run["per_snapshot"][0], run["per_snapshot"][1:]
+            later_s = float(np.median(later)) if later else float("nan")
+            print(f"{size} px, --every {every}: {len(run['per_snapshot'])} snapshots in {run['total_s']:.0f} s "
+                  f"(CPU {run['cpu_s']:.0f} s, load {run['load'][0]:.1f} -> {run['load'][1]:.1f}); first "
+                  f"{first:.1f} s ({first_steps} steps), later median {later_s:.1f} s ({steps} steps)")
+            report.update({f"s{size}_snapshots": len(run["per_snapshot"]), f"s{size}_total_s": round(run["total_s"], 1),
+                           f"s{size}_cpu_s": round(run["cpu_s"], 1), f"s{size}_first_snapshot_s": round(first, 2),
+                           f"s{size}_later_snapshot_s": round(later_s, 2),
+                           f"s{size}_s_per_step": round(later_s / steps, 3),
+                           f"s{size}_load": [round(value, 2) for value in run["load"]]})
+        sizes = [size for size, _ in args.runs]
+        if len(sizes) == 2:
+            small, large = sizes
+            report[f"step_ratio_{large}_vs_{small}"] = round(report[f"s{large}_s_per_step"]
+                                                             / report[f"s{small}_s_per_step"], 2)
+        # A 400-epoch run at --every 10: the first snapshot, then 27 warm-started ones.
+        for size in sizes:
+            report[f"s{size}_projected_28_snapshots_s"] = round(report[f"s{size}_first_snapshot_s"]
+                                                                + 27 * report[f"s{size}_later_snapshot_s"], 1)
+        print(json.dumps(report))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

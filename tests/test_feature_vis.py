@@ -1,0 +1,206 @@
+"""filter_gif.py --feature-vis: each channel's preferred input, optimised at every snapshot of a real short run."""
+import contextlib
+import io
+import json
+import os
+import shutil
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import filter_gif as fg
+from conftest import run_script
+
+LAST_STEP = 18
+STEPS = [0, LAST_STEP]  # --every 9 of the short run's snapshots at steps 0, 2, ..., 18
+SIZE = 64
+# Fewer ascent steps than the defaults (100, then 20), to keep the test short; enough to pass.
+QUICK = ["--every", "9", "--feature-vis-first-steps", "30", "--feature-vis-steps", "20"]
+
+
+def run_main(argv):
+    """``fg.main(argv)`` with its stderr captured: ``(exit status, stderr)``."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        status = fg.main(argv)
+    return status, stderr.getvalue()
+
+
+@pytest.fixture(scope="module")
+def conv2_2(short_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("feature_vis")
+    status, stderr = run_main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(out),
+                               "--layers", "conv1_1", "--feature-vis", "conv2_2", *QUICK])
+    assert status == 0, stderr
+    return out, stderr
+
+
+def snapshot_params(checkpoint_dir, step):
+    return fg.read_conv_params(str(checkpoint_dir / "snapshots" / f"filters-{step}"))
+
+
+def mean_activations(inputs, params, layer):
+    """[input, channel]: each channel's mean ReLU output on each input, written out apart from conv_stack."""
+    values = tf.constant(inputs)
+    for scope, _, _, _ in fg.vc.CONV_LAYERS:
+        weights, biases = params[scope]
+        values = tf.nn.relu(tf.nn.conv2d(values, weights, strides=1, padding="SAME") + biases)
+        if scope == layer:
+            return tf.reduce_mean(values, axis=[1, 2]).numpy()
+        if scope.endswith("_2"):
+            values = tf.nn.max_pool2d(values, 2, 2, "SAME")
+
+
+def tile(frame, index, columns=8):
+    top = fg.HEADER + fg.GAP + (index // columns) * (SIZE + fg.GAP)
+    left = fg.GAP + (index % columns) * (SIZE + fg.GAP)
+    return frame[top:top + SIZE, left:left + SIZE]
+
+
+# --------------------------------------------------------------------------- what the inputs do
+
+def test_each_live_channels_own_input_excites_it_more_than_the_other_channels_inputs(short_run, conv2_2):
+    inputs = np.load(conv2_2[0] / "conv2_2_feature_vis.npy")
+    activations = mean_activations(inputs, snapshot_params(short_run.checkpoint_dir, LAST_STEP), "conv2_2")
+
+    own = np.diag(activations)
+    others = activations.T[~np.eye(len(own), dtype=bool)].reshape(len(own), len(own) - 1)  # row c: channel c
+    live = activations.max(axis=0) > 0
+    passing = (own > others.max(axis=1)) & (own >= 1.5 * others.mean(axis=1))
+    share = passing[live].mean()
+    ratio = np.median(own[live] / others.mean(axis=1)[live])
+    print(f"live {live.sum()}/{len(live)}, passing {share:.2f}, median own/mean of others {ratio:.1f}")
+    assert share >= 0.8, (share, ratio)
+
+
+def test_the_inputs_stay_within_the_training_pixels_range(short_run, conv2_2):
+    raw = np.load(conv2_2[0] / "conv2_2_feature_vis.npy") + np.load(short_run.checkpoint_dir / "mean_image.npy")
+
+    assert raw.min() >= -1e-3 and raw.max() <= 255 + 1e-3
+    assert raw.max() - raw.min() > 100  # and use that range rather than sit at grey
+
+
+# --------------------------------------------------------------------------- the files
+
+def test_gif_png_and_npy_have_the_grid_and_the_inputs_shapes(conv2_2):
+    out, _ = conv2_2
+    frames = iio.imread(out / "conv2_2_feature_vis.gif", index=None, mode="RGB")
+    cell = SIZE + fg.GAP
+
+    assert frames.shape == (len(STEPS), fg.HEADER + 8 * cell + fg.GAP, 8 * cell + fg.GAP, 3)
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "conv2_2_feature_vis.png").convert("RGB")).shape,
+                                  frames.shape[1:])
+    inputs = np.load(out / "conv2_2_feature_vis.npy")
+    assert inputs.shape == (64, SIZE, SIZE, 3) and inputs.dtype == np.float32
+
+
+def test_the_last_frames_tiles_are_the_saved_inputs_as_pixels(short_run, conv2_2):
+    out, _ = conv2_2
+    last = np.asarray(Image.open(out / "conv2_2_feature_vis.png").convert("RGB")).astype(int)
+    raw = np.load(out / "conv2_2_feature_vis.npy") + np.load(short_run.checkpoint_dir / "mean_image.npy")
+
+    for channel in (0, 9, 63):
+        assert np.abs(tile(last, channel) - np.rint(raw[channel])).max() <= 1, channel
+
+
+def test_each_frame_carries_its_step_and_the_inputs_change_through_training(conv2_2):
+    frames = iio.imread(conv2_2[0] / "conv2_2_feature_vis.gif", index=None, mode="RGB").astype(int)
+    width = frames.shape[2]
+    titles = [fg.titled(np.zeros((1, width, 3), np.uint8), f"conv2_2 feature vis  step {step}")[:fg.HEADER]
+              for step in STEPS]
+
+    for frame, title, other in zip(frames, titles, titles[::-1]):
+        assert np.abs(frame[:fg.HEADER] - title).mean() < 1
+        assert np.abs(frame[:fg.HEADER] - other).mean() > 1
+    assert np.abs(frames[0, fg.HEADER:] - frames[-1, fg.HEADER:]).mean() > 5
+
+
+def test_progress_is_one_self_overwriting_line_per_snapshot(conv2_2):
+    _, stderr = conv2_2
+
+    assert "\rconv2_2 feature vis: snapshot 1/2 (step 0)" in stderr
+    assert "\rconv2_2 feature vis: snapshot 2/2 (step 18)" in stderr
+    assert "dead" not in stderr
+
+
+# --------------------------------------------------------------------------- dead channels, failures
+
+def save_snapshot(prefix, params):
+    """Write ``params`` as a snapshot under the names training gives the variables."""
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = {f"{scope}/{kind}{fg.SUFFIX[scope]}": tf.Variable(value)
+                     for scope, pair in params.items() for kind, value in zip(("weights", "biases"), pair)}
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            saver.save(session, str(prefix), write_meta_graph=False, write_state=False)
+
+
+def test_dead_channels_are_listed_in_one_line_and_drawn_flat(short_run, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(short_run.checkpoint_dir, checkpoints)
+    params = snapshot_params(checkpoints, LAST_STEP)
+    weights, biases = params["conv1_1"]
+    weights[..., [3, 7]], biases[[3, 7]] = 0, -1  # negative for any input: these two never fire
+    save_snapshot(checkpoints / "snapshots" / f"filters-{LAST_STEP}", params)
+
+    status, stderr = run_main(["--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "out"),
+                               "--layers", "conv1_1", "--feature-vis", "conv1_1", "--every", "9",
+                               "--feature-vis-first-steps", "2", "--feature-vis-steps", "2"])
+
+    assert status == 0
+    assert "conv1_1: 2 dead channel(s) at step 18, zero for every input tried: 3 7\n" in stderr
+    first = iio.imread(tmp_path / "out" / "conv1_1_feature_vis.gif", index=0, mode="RGB")
+    last = np.asarray(Image.open(tmp_path / "out" / "conv1_1_feature_vis.png").convert("RGB"))
+    assert (tile(last, 3) == fg.DEAD_GREY).all() and (tile(last, 7) == fg.DEAD_GREY).all()
+    assert tile(first, 3).std() > 1 and tile(last, 4).std() > 1  # alive at step 0; channel 4 alive throughout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--feature-vis", "pool1"], "unknown --feature-vis layer 'pool1'; available: conv1_1, conv1_2, conv2_1, conv2_2"),
+    (["--feature-vis", "conv2_2", "--feature-vis-steps", "0"], "--feature-vis-steps must be at least 1, got 0"),
+    (["--feature-vis-first-steps", "0"], "--feature-vis-first-steps must be at least 1, got 0"),
+    (["--feature-vis-lr", "-0.1"], "--feature-vis-lr must be positive, got -0.1"),
+    (["--feature-vis-jitter", "-1"], "--feature-vis-jitter must be at least 0, got -1"),
+    (["--feature-vis-steps", "many"], "argument --feature-vis-steps: invalid int value: 'many'"),
+    (["--feature-vis"], "argument --feature-vis: expected at least one argument"),
+])
+def test_bad_feature_vis_flags_are_one_line_and_exit_2(flags, message, short_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path / "out"), *flags])
+
+    assert exit_status.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.endswith(f"error: {message}\n") and stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_without_a_mean_image_that_no_checkpoint_records_is_one_line_and_exit_2_before_any_output(
+        short_run, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(short_run.checkpoint_dir / "snapshots", checkpoints / "snapshots")
+    shutil.copy(short_run.checkpoint_dir / "run.json", checkpoints / "run.json")
+
+    status, stderr = run_main(["--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "out"),
+                               "--feature-vis", "conv1_1"])
+
+    assert status == 2
+    assert stderr.endswith(f"error: {checkpoints / 'mean_image.npy'} is missing, and no checkpoint in {checkpoints} "
+                           f"records it: not a training checkpoint folder?\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_benchmark_in_its_smallest_configuration_ends_with_its_json_line(tmp_path):
+    result = run_script("bench/feature_vis_bench.py", ["--snapshots", "2", "--runs", "8:1", "16:1"], cwd=tmp_path,
+                        timeout=120)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["s8_snapshots"] == report["s16_snapshots"] == 2
+    assert 0 < report["s8_first_snapshot_s"] < report["s8_total_s"]
+    assert report["s8_s_per_step"] > 0 and report["step_ratio_16_vs_8"] > 0
+    assert list(tmp_path.iterdir()) == []  # it worked in a temporary folder of its own
