@@ -2,7 +2,6 @@
 import contextlib
 import io
 import json
-import os
 import shutil
 
 import imageio.v3 as iio
