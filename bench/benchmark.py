@@ -119,6 +119,16 @@ def matmul_run(size):
     return session, lambda: session.run(product)
 
 
+def probe_summary_bytes(image_size, n_classes):
+    """Bytes of one snapshot step's probe feature maps in the event file, for a noise image: the worst case
+    for PNG (a photo's maps compress several times better)."""
+    model = vc.build_graph(image_size, n_classes, seed=1)
+    noise = np.random.default_rng(0).normal(0, 60, (image_size, image_size, 3)).astype(np.float32)
+    with model["graph"].as_default(), v1.Session(config=vc.session_config()) as session:
+        session.run(v1.global_variables_initializer())
+        return len(vc.ProbeMaps(model, noise).summary(session).SerializeToString())
+
+
 def seconds_per_call(function, calls):
     started = time.perf_counter()
     for _ in range(calls):
@@ -318,6 +328,7 @@ def main(argv=None):
             (loop_times[best_loop] - parts_list[best_loop]["train_summary"]) / bare, 3),
         "train_measure_share": round(parts_list[best_loop]["train_summary"] / bare, 3),
         "snapshot_bytes": snapshot_bytes,
+        "probe_bytes_per_1000_steps_worst": probe_summary_bytes(args.image_size, args.classes) * 1000 // 50,
         "train_img_per_s_median": round(median_per_image["graph"], 2),
         "keras_img_per_s_median": round(median_per_image["keras"], 2),
         "keras_jit_compile": bool(keras_models["keras"].jit_compile),

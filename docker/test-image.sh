@@ -267,8 +267,11 @@ while True:
             scalars = json.load(response)
         with urllib.request.urlopen(sys.argv[1] + "/data/plugin/images/tags", timeout=5) as response:
             images = json.load(response)
-        if all({"Loss", "Accuracy"} <= set(scalars.get(run, {})) and images.get(run) for run in ("train", "test")):
-            tags = {run: sorted(scalars[run]) + sorted(images[run]) for run in ("train", "test")}
+        # The weights' and the probe's pictures are in the train run only.
+        pictures = {"conv1_1_filters/image", "feature_maps/conv1_2", "feature_maps/conv2_2"}
+        if all({"Loss", "Accuracy"} <= set(scalars.get(run, {})) for run in ("train", "test")) \
+                and pictures <= set(images.get("train", {})):
+            tags = {run: sorted(scalars[run]) + sorted(images.get(run, {})) for run in ("train", "test")}
             print(f"test-image: 3. TensorBoard tags: {json.dumps(tags)}")
             break
     except OSError:
