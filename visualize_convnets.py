@@ -650,13 +650,16 @@ def describe_holder(text):
 
 def clean_leftovers(checkpoint_dir, data_dir):
     """Remove what killed or failed runs left behind. Called with the run's lock held, so none is in use:
-    TensorFlow's half-written checkpoint files (up to 1.2 GB each), its state file's temporaries, our
-    own temporary files, and dataset caches whose writer is gone."""
+    TensorFlow's half-written checkpoint files (up to 1.2 GB each) and data files whose index was never
+    written, its state file's temporaries, our own temporary files, and dataset caches whose writer is gone."""
     removed, freed = 0, 0
     for folder in (checkpoint_dir, os.path.join(checkpoint_dir, SNAPSHOT_DIR)):
-        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        for name in names:
+            # TensorFlow writes a checkpoint's index last: data without its index is a save cut short.
+            data = re.fullmatch(r"(.+)\.data-\d+-of-\d+", name)
             if ".tempstate" in name or re.fullmatch(rf"{STATE_FILE}\.tmp[0-9a-f]{{32}}", name) \
-                    or imf.is_temporary_name(name):
+                    or imf.is_temporary_name(name) or (data and f"{data.group(1)}.index" not in names):
                 path = os.path.join(folder, name)
                 freed += os.path.getsize(path)
                 os.remove(path)

@@ -246,7 +246,8 @@ def test_leftovers_of_killed_saves_are_removed_at_start(run32, tmp_path):
     leftovers = [checkpoints / "model.ckpt-24.data-00000-of-00001.tempstate8075498964573118855",
                  checkpoints / "snapshots" / "filters-20.data-00000-of-00001.tempstate42",
                  checkpoints / ("checkpoint.tmp" + "0123456789abcdef" * 2),
-                 checkpoints / ".run.json.tmp-4242-0a1b2c3d.json"]
+                 checkpoints / ".run.json.tmp-4242-0a1b2c3d.json",
+                 checkpoints / "model.ckpt-30.data-00000-of-00001"]  # its index never written: a save cut short
     for path in leftovers:
         path.write_bytes(bytes(250_000))
     cache_leftover = run32.data_dir / "cache" / "shiba_inu-samoyed-00000000-32px-000000000000.tmp-99999-abcdef01"
@@ -255,7 +256,7 @@ def test_leftovers_of_killed_saves_are_removed_at_start(run32, tmp_path):
     result = train_again(run32, directory, epochs=3)
 
     assert result.returncode == 0, result.stderr
-    assert ("Removed what an interrupted run left: 4 temporary file(s) (1.0 MB) and 1 half-written dataset cache(s)"
+    assert ("Removed what an interrupted run left: 5 temporary file(s) (1.2 MB) and 1 half-written dataset cache(s)"
             in result.stdout)
     assert not any(path.exists() for path in leftovers) and not cache_leftover.exists()
 
