@@ -179,8 +179,8 @@ def test_dockerignore_keeps_outputs_and_caches_out_of_the_context(path):
     assert dockerignored(path, dockerignore_patterns())
 
 
-@pytest.mark.parametrize("path", ["visualize_convnets.py", "imFunctions.py", "filter_gif.py", "requirements.txt",
-                                  "docker/cuda-constraints.txt"])
+@pytest.mark.parametrize("path", ["visualize_convnets.py", "imFunctions.py", "filter_gif.py", "predict.py",
+                                  "requirements.txt", "docker/cuda-constraints.txt"])
 def test_dockerignore_keeps_what_the_build_copies(path):
     assert not dockerignored(path, dockerignore_patterns())
 
