@@ -25,7 +25,6 @@ as change (--per-frame-norm scales each frame on its own).
 """
 import argparse
 import collections
-import io
 import math
 import os
 import re
@@ -39,12 +38,12 @@ from PIL import Image, ImageDraw
 import imFunctions as imf
 import predict
 import visualize_convnets as vc
-from visualize_convnets import UsageError, tf, v1
+from visualize_convnets import UsageError, tf, tile_grid, v1
 
 CONV_CHANNELS = {scope: (in_channels, out_channels) for scope, _, in_channels, out_channels in vc.CONV_LAYERS}
 SUFFIX = {scope: suffix for scope, suffix, _, _ in vc.CONV_LAYERS}
 HEADER = 14  # pixels above each frame for the layer name and global step
-GAP = 2
+GAP = vc.GRID_GAP
 GIF_MAX_SIDE = 65535  # a GIF stores its width and height in 16 bits
 # GIF delays are whole hundredths of a second (at most 655.35 s), and browsers play delays under
 # 20 ms at 100 ms: outside this range a GIF cannot show the rate asked for.
@@ -173,22 +172,27 @@ def load_snapshots(checkpoint_dir, every):
     return snapshots
 
 
-def latest_full_checkpoint_params(checkpoint_dir):
-    """``(step, params)`` of the newest full checkpoint that reads (found from its files), or ``(None, None)``."""
-    for step, prefix in vc.find_checkpoints(checkpoint_dir):
+def first_readable(candidates):
+    """``(step, params)`` of the first of ``[(step, prefix)]`` that reads, looking no further than needed;
+    ``(None, None)`` when none does."""
+    for step, prefix in candidates:
         params = read_conv_params(prefix)
         if params is not None:
             return step, params
     return None, None
 
 
+def latest_full_checkpoint_params(checkpoint_dir):
+    """``(step, params)`` of the newest full checkpoint that reads (found from its files), or ``(None, None)``."""
+    return first_readable(vc.find_checkpoints(checkpoint_dir))
+
+
 def latest_readable_snapshot(checkpoint_dir):
-    """``(step, params)`` of the newest snapshot that reads, looking no further back than needed."""
-    for step, prefix in reversed(find_snapshots(checkpoint_dir)):
-        params = read_conv_params(prefix)
-        if params is not None:
-            return step, params
-    raise UsageError(f"no readable filter snapshots in {os.path.join(checkpoint_dir, vc.SNAPSHOT_DIR)}")
+    """``(step, params)`` of the newest snapshot that reads."""
+    step, params = first_readable(reversed(find_snapshots(checkpoint_dir)))
+    if params is None:
+        raise UsageError(f"no readable filter snapshots in {os.path.join(checkpoint_dir, vc.SNAPSHOT_DIR)}")
+    return step, params
 
 
 # --------------------------------------------------------------------------- drawing
@@ -205,22 +209,6 @@ def kernel_tiles(weights, input_channel=None):
 
 def to_uint8(values, low, high):
     return np.uint8(np.clip(255.0 * (values - low) / max(high - low, 1e-12), 0, 255))
-
-
-def tile_grid(tiles, zoom, columns):
-    """[n, h, w, c] uint8 tiles zoomed by nearest neighbour into a grid with gaps; RGB out."""
-    count, height, width, _ = tiles.shape
-    columns = min(columns, count)
-    rows = math.ceil(count / columns)
-    zoomed = tiles.repeat(zoom, axis=1).repeat(zoom, axis=2)
-    if zoomed.shape[-1] == 1:
-        zoomed = zoomed.repeat(3, axis=-1)
-    cell_h, cell_w = height * zoom + GAP, width * zoom + GAP
-    grid = np.full((rows * cell_h + GAP, columns * cell_w + GAP, 3), 255, np.uint8)
-    for index in range(count):
-        top, left = GAP + (index // columns) * cell_h, GAP + (index % columns) * cell_w
-        grid[top:top + height * zoom, left:left + width * zoom] = zoomed[index]
-    return grid
 
 
 def titled(grid, text):
@@ -282,6 +270,22 @@ def save_animation(out, name, frames, fps):
 
 # --------------------------------------------------------------------------- feature maps
 
+def weight_placeholders(placeholders):
+    """conv_stack's ``conv_params`` that makes each layer's weights and biases placeholders, kept in
+    ``placeholders`` by scope, so one graph serves every snapshot."""
+    def make(suffix, in_channels, out_channels):
+        weights = v1.placeholder(tf.float32, [3, 3, in_channels, out_channels], name=f"weights{suffix}")
+        biases = v1.placeholder(tf.float32, [out_channels], name=f"biases{suffix}")
+        placeholders[f"conv{suffix}"] = (weights, biases)
+        return weights, biases
+    return make
+
+
+def weight_feed(placeholders, params):
+    """The feed of a snapshot's ``{scope: (weights, biases)}`` into those placeholders."""
+    return {tensor: value for scope, pair in placeholders.items() for tensor, value in zip(pair, params[scope])}
+
+
 class FeatureMaps:
     """The conv stack of visualize_convnets on placeholders, so any snapshot's values can be fed."""
 
@@ -290,27 +294,18 @@ class FeatureMaps:
         self.params = {}
         with self.graph.as_default():
             self.images = v1.placeholder(tf.float32, [None, image_size, image_size, 3], name="X")
-            self.layers, _ = vc.conv_stack(self.images, self._placeholders)
+            self.layers, _ = vc.conv_stack(self.images, weight_placeholders(self.params))
         self.session = v1.Session(graph=self.graph)
-
-    def _placeholders(self, suffix, in_channels, out_channels):
-        weights = v1.placeholder(tf.float32, [3, 3, in_channels, out_channels], name=f"weights{suffix}")
-        biases = v1.placeholder(tf.float32, [out_channels], name=f"biases{suffix}")
-        self.params[f"conv{suffix}"] = (weights, biases)
-        return weights, biases
 
     def __call__(self, image, params, layers):
         """``{layer: [h, w, channels]}`` of one prepared image under ``params``."""
-        feed = {self.images: image[None]}
-        for scope, (weights, biases) in self.params.items():
-            feed[weights], feed[biases] = params[scope]
+        feed = {self.images: image[None], **weight_feed(self.params, params)}
         values = self.session.run({layer: self.layers[layer] for layer in layers}, feed)
         return {layer: value[0] for layer, value in values.items()}
 
 
-def prepare_image(path, checkpoint_dir):
+def prepare_image(path, run, mean_image):
     """The image as training saw it: resized, the training mean subtracted."""
-    run, mean_image = vc.load_run(checkpoint_dir)
     picture = imf.load_image(path, run["image_size"])
     if picture is None:
         raise UsageError(f"cannot read image {path} (not an image, damaged, or over Pillow's "
@@ -509,8 +504,8 @@ class FeatureVis:
             # Shift the raw pixels, then centre them, so every shifted input is still a valid one.
             shifted = tf.roll(self.pixels, self.shift, axis=[1, 2]) - mean_image
             self.inputs = self.pixels - mean_image
-            # FeatureMaps' weight placeholders, so optimise() can feed any snapshot's weights.
-            layers, _ = vc.conv_stack(shifted, lambda *shape: FeatureMaps._placeholders(self, *shape))
+            # Weight placeholders, as FeatureMaps has, so optimise() can feed any snapshot's weights.
+            layers, _ = vc.conv_stack(shifted, weight_placeholders(self.params))
             # The ReLU's input: a channel that is negative everywhere still gets a gradient.
             pre_relu = layers[layer].op.inputs[0]
             own_mean = tf.linalg.diag_part(tf.reduce_mean(pre_relu, axis=[1, 2]))  # channel c on input c
@@ -523,9 +518,7 @@ class FeatureVis:
 
     def optimise(self, params, steps, jitter, rng):
         """``(raw pixels [c, s, s, 3], network inputs, dead channels)`` after ``steps`` more ascent steps."""
-        feed = {}
-        for scope, (weights, biases) in self.params.items():
-            feed[weights], feed[biases] = params[scope]
+        feed = weight_feed(self.params, params)
         for _ in range(steps):
             feed[self.shift] = rng.integers(-jitter, jitter + 1, 2)
             self.session.run(self.ascend, feed)
@@ -538,13 +531,6 @@ def feature_vis_frame(layer, step, pixels, dead):
     tiles = np.uint8(np.clip(np.rint(pixels), 0, 255))
     tiles[dead] = DEAD_GREY  # a flat tile: a dead channel has no preferred input to show
     return titled(tile_grid(tiles, 1, columns=8), f"{layer} feature vis  step {step}")
-
-
-def write_npy(path, array):
-    """An array as a .npy file, encoded in memory and renamed into place."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    imf.write_bytes_atomically(path, buffer.getvalue())
 
 
 def feature_vis_gifs(args, snapshots, image_size, mean_image):
@@ -569,7 +555,7 @@ def feature_vis_gifs(args, snapshots, image_size, mean_image):
         stem = os.path.join(args.out, f"{layer}_feature_vis")
         write_gif(f"{stem}.gif", frames, args.fps)
         write_png(f"{stem}.png", frames[-1])
-        write_npy(f"{stem}.npy", inputs)
+        imf.write_npy_atomically(f"{stem}.npy", inputs)
         written += [f"{stem}.gif", f"{stem}.png", f"{stem}.npy"]
     return written
 
@@ -579,10 +565,10 @@ def main(argv=None):
     vc.gpus()  # TensorFlow's CUDA probe, before any session, so its log shows only when it failed
     try:
         snapshots = load_snapshots(args.checkpoint_dir, args.every)
-        if args.image:
-            image, image_size = prepare_image(args.image, args.checkpoint_dir)
-        if args.feature_vis:
+        if args.image or args.feature_vis:
             run, mean_image = vc.load_run(args.checkpoint_dir)
+        if args.image:
+            image, image_size = prepare_image(args.image, run, mean_image)
         written = filter_gifs(args, snapshots)
         if args.image:
             network = FeatureMaps(image_size)

@@ -24,6 +24,7 @@ import errno
 import fcntl
 import hashlib
 import http.client
+import io
 import json
 import os
 import random
@@ -105,6 +106,13 @@ def write_json_atomically(path, value):
     write_bytes_atomically(path, (json.dumps(value, indent=1) + "\n").encode())
 
 
+def write_npy_atomically(path, array):
+    """An array as a .npy file, encoded in memory (np.save would add .npy to a temporary name) and renamed."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes_atomically(path, buffer.getvalue())
+
+
 def read_json(path):
     """The JSON value in ``path``, or None when it is missing or not JSON."""
     try:
@@ -118,12 +126,17 @@ def is_disk_full(error):
     return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
 
 
-def disk_full(folder, needed_bytes, what):
-    """The one-line error for a full disk: which folder, how much it needed, how much is free."""
-    existing = os.path.abspath(folder)
+def nearest_existing(path):
+    """``path`` made absolute, or its nearest ancestor that exists: what decides where it could be written."""
+    existing = os.path.abspath(path)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
-    free = shutil.disk_usage(existing).free
+    return existing
+
+
+def disk_full(folder, needed_bytes, what):
+    """The one-line error for a full disk: which folder, how much it needed, how much is free."""
+    free = shutil.disk_usage(nearest_existing(folder)).free
     return DiskFull(f"disk full: cannot write {what} in {folder}: it needs {human_bytes(needed_bytes)}, "
                     f"{human_bytes(free)} free")
 
@@ -188,7 +201,7 @@ class _Stalled(Exception):
 
 def _fetch_with_retries(url, part_path, expected_bytes, retries, timeouts, bar):
     """Fetch until ``part_path`` is whole; returns the file's full size."""
-    filename = os.path.basename(part_path)[:-len(".part")]
+    filename = _archive_name(part_path)
     for attempt in range(retries + 1):
         try:
             return _fetch_remaining(url, part_path, expected_bytes, timeouts, bar)
@@ -249,7 +262,7 @@ def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar):
         else:
             total = _range_total(response.headers.get("Content-Range"))
         if expected_bytes is not None and total is not None and total != expected_bytes:
-            raise DataError(f"{os.path.basename(part_path)[:-len('.part')]} from {url} has {total} bytes, "
+            raise DataError(f"{_archive_name(part_path)} from {url} has {total} bytes, "
                             f"expected {expected_bytes}")
         total = expected_bytes if expected_bytes is not None else total
         if bar:
@@ -284,7 +297,7 @@ def _copy_body(response, part_path, have, total, timeouts, bar):
             except OSError as error:
                 if is_disk_full(error):
                     raise disk_full(os.path.dirname(part_path) or ".", (total or on_disk + len(chunk)) - on_disk,
-                                    os.path.basename(part_path)[:-len(".part")]) from None
+                                    _archive_name(part_path)) from None
                 raise
             on_disk += len(chunk)
             if bar:
@@ -297,20 +310,24 @@ def _copy_body(response, part_path, have, total, timeouts, bar):
 
 
 def _start_over(part_path, bar, why):
-    message = f"Warning: {why}; starting {os.path.basename(part_path)[:-len('.part')]} over"
-    if bar:
-        bar.note(message)
-    else:
-        print(message, file=sys.stderr)
+    _say(bar, f"Warning: {why}; starting {_archive_name(part_path)} over")
     _remove(part_path)
 
 
 def _say_waiting(bar, url):
-    message = f"waiting for {urllib.parse.urlsplit(url).netloc} to answer..."
+    _say(bar, f"waiting for {urllib.parse.urlsplit(url).netloc} to answer...")
+
+
+def _say(bar, message):
+    """A line of its own: through the progress bar, which redraws below it, or plainly without one."""
     if bar:
         bar.note(message)
     else:
         print(message, file=sys.stderr)
+
+
+def _archive_name(part_path):
+    return os.path.basename(part_path)[:-len(".part")]
 
 
 def _range_total(content_range):

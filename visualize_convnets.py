@@ -89,6 +89,7 @@ MEAN_FILE = "mean_image.npy"
 STATE_FILE = "checkpoint"  # TensorFlow's list of the latest checkpoints: a hint, the files are the truth
 LOCK_FILE = ".training.lock"
 MAX_SEED = 2 ** 31 - 1
+GRID_GAP = 2  # white pixels between the tiles of every grid drawn (TensorBoard images, GIFs)
 OXFORD_IMAGES_PER_BREED = 200
 OXFORD_BREEDS = (
     "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "Bengal",
@@ -211,9 +212,7 @@ def validate(args):
 
 def check_writable(folder):
     """A folder we can write into, or could create: its nearest existing ancestor decides."""
-    existing = os.path.abspath(folder)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = imf.nearest_existing(folder)
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write to {folder}: {existing} is not a writable folder")
 
@@ -221,9 +220,8 @@ def check_writable(folder):
 def memory_estimate(image_size, batch_size, n_images):
     """Bytes a run holds at once: ``{part: bytes}`` for the dataset, the graph's variables and a step."""
     pixels = image_size * image_size
-    fc1_inputs = pooled_size(image_size) ** 2 * CONV_LAYERS[-1][3]
     # Weights, Adam's two slots and the gradient, in float32; fc1 is nearly all of them.
-    variables = 4 * 4 * (fc1_inputs * FC_UNITS + sum(9 * cin * cout for _, _, cin, cout in CONV_LAYERS))
+    variables = 4 * 4 * (fc1_inputs(image_size) * FC_UNITS + sum(9 * cin * cout for _, _, cin, cout in CONV_LAYERS))
     # Per image: conv1_1, conv1_2 (full size, 32 channels), pool1 and conv2_1, conv2_2 (quarter size, 32 and
     # 64 and 64), pool2: 108 floats a pixel, kept for the backward pass and matched by their gradients.
     step = 2 * 4 * 108 * pixels * batch_size
@@ -446,6 +444,11 @@ def pooled_size(image_size):
     return math.ceil(math.ceil(image_size / 2) / 2)
 
 
+def fc1_inputs(image_size):
+    """fc1's inputs: pool2's output flattened. fc1 holds nearly all the graph's weights."""
+    return pooled_size(image_size) ** 2 * CONV_LAYERS[-1][3]
+
+
 def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None):
     """The tutorial's graph in a new tf.Graph; returns a dict of its tensors and ops by name."""
     graph = tf.Graph()
@@ -458,7 +461,7 @@ def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None):
         keepRate2 = v1.placeholder(tf.float32, [], name="keepRate2")
         layers, pooled = conv_stack(X, new_conv_variables, keep_conv=keepRate1)
         with tf.name_scope("fc1"):
-            flat_size = pooled_size(image_size) ** 2 * CONV_LAYERS[-1][3]
+            flat_size = fc1_inputs(image_size)
             weights3_1 = tf.Variable(v1.truncated_normal([flat_size, FC_UNITS], stddev=0.1), name="weights3_1")
             biases3_1 = tf.Variable(tf.ones([FC_UNITS]), name="biases3_1")
             flat = tf.reshape(pooled, [-1, flat_size], name="flatten")
@@ -520,19 +523,33 @@ def filter_grid(weights, rows, zoom=8):
     return tf.image.resize(grid, [rows * 4 * zoom, columns * 4 * zoom], method="nearest")
 
 
-def feature_grid(maps, tile=64, columns=8, gap=2):
+def tile_grid(tiles, zoom, columns):
+    """[n, h, w, c] uint8 tiles zoomed by nearest neighbour into a grid with white gaps; RGB out.
+
+    The one grid the project draws: TensorBoard's probe images here, every GIF in filter_gif.py.
+    """
+    count, height, width, _ = tiles.shape
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    zoomed = tiles.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    if zoomed.shape[-1] == 1:
+        zoomed = zoomed.repeat(3, axis=-1)
+    cell_h, cell_w = height * zoom + GRID_GAP, width * zoom + GRID_GAP
+    grid = np.full((rows * cell_h + GRID_GAP, columns * cell_w + GRID_GAP, 3), 255, np.uint8)
+    for index in range(count):
+        top, left = GRID_GAP + (index // columns) * cell_h, GRID_GAP + (index % columns) * cell_w
+        grid[top:top + height * zoom, left:left + width * zoom] = zoomed[index]
+    return grid
+
+
+def feature_grid(maps, tile=64, columns=8):
     """[h, w, channels] feature maps as one grey uint8 grid, each map shrunk to at most ``tile`` pixels
     (so a 224-px run's event files stay small) and all on one scale, 0 to the largest value."""
     high = float(maps.max()) or 1.0
     side = min(tile, maps.shape[0])
-    channels = maps.shape[-1]
-    rows = math.ceil(channels / columns)
-    grid = np.full((rows * (side + gap) + gap, columns * (side + gap) + gap), 255, np.uint8)
-    for channel in range(channels):
-        picture = Image.fromarray(np.uint8(np.clip(255 * maps[..., channel] / high, 0, 255)))
-        top, left = gap + (channel // columns) * (side + gap), gap + (channel % columns) * (side + gap)
-        grid[top:top + side, left:left + side] = np.asarray(picture.resize((side, side), Image.BOX))
-    return grid
+    shrunk = [np.asarray(Image.fromarray(np.uint8(np.clip(255 * maps[..., channel] / high, 0, 255)))
+                         .resize((side, side), Image.BOX)) for channel in range(maps.shape[-1])]
+    return tile_grid(np.stack(shrunk)[..., None], 1, columns)[..., 0]
 
 
 def image_summary_value(tag, grey):
@@ -595,8 +612,9 @@ def gpus():
 
 
 def describe_devices():
-    if gpus():
-        return f"Training on {len(gpus())} GPU(s): {', '.join(gpu.name for gpu in gpus())}"
+    found = gpus()
+    if found:
+        return f"Training on {len(found)} GPU(s): {', '.join(gpu.name for gpu in found)}"
     return "No GPU visible to TensorFlow: training on the CPU"
 
 
@@ -654,20 +672,28 @@ def clean_leftovers(checkpoint_dir, data_dir):
     written, its state file's temporaries, our own temporary files, and dataset caches whose writer is gone."""
     removed, freed = 0, 0
     for folder in (checkpoint_dir, os.path.join(checkpoint_dir, SNAPSHOT_DIR)):
-        names = os.listdir(folder) if os.path.isdir(folder) else []
-        for name in names:
-            # TensorFlow writes a checkpoint's index last: data without its index is a save cut short.
-            data = re.fullmatch(r"(.+)\.data-\d+-of-\d+", name)
-            if ".tempstate" in name or re.fullmatch(rf"{STATE_FILE}\.tmp[0-9a-f]{{32}}", name) \
-                    or imf.is_temporary_name(name) or (data and f"{data.group(1)}.index" not in names):
-                path = os.path.join(folder, name)
-                freed += os.path.getsize(path)
-                os.remove(path)
-                removed += 1
+        count, size = sweep_leftovers(folder)
+        removed, freed = removed + count, freed + size
     caches = imf.clean_cache_leftovers(data_dir)
     if removed or caches:
         print(f"Removed what an interrupted run left: {removed} temporary file(s) ({imf.human_bytes(freed)}) "
               f"and {caches} half-written dataset cache(s)")
+
+
+def sweep_leftovers(folder):
+    """Remove one folder's leftovers of failed saves and writes; returns ``(files removed, bytes freed)``."""
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    removed, freed = 0, 0
+    for name in names:
+        # TensorFlow writes a checkpoint's index last: data without its index is a save cut short.
+        data = re.fullmatch(r"(.+)\.data-\d+-of-\d+", name)
+        if ".tempstate" in name or re.fullmatch(rf"{STATE_FILE}\.tmp[0-9a-f]{{32}}", name) \
+                or imf.is_temporary_name(name) or (data and f"{data.group(1)}.index" not in names):
+            path = os.path.join(folder, name)
+            freed += os.path.getsize(path)
+            os.remove(path)
+            removed += 1
+    return removed, freed
 
 
 def find_checkpoints(checkpoint_dir):
@@ -794,9 +820,7 @@ def write_run(checkpoint_dir, run, mean_image):
         imf.write_json_atomically(os.path.join(checkpoint_dir, RUN_FILE), run)
     recorded_mean, _ = read_mean_file(checkpoint_dir, run["image_size"])
     if recorded_mean is None or not np.array_equal(recorded_mean, mean_image):
-        buffer = io.BytesIO()
-        np.save(buffer, mean_image)
-        imf.write_bytes_atomically(os.path.join(checkpoint_dir, MEAN_FILE), buffer.getvalue())
+        imf.write_npy_atomically(os.path.join(checkpoint_dir, MEAN_FILE), mean_image)
 
 
 def check_same_run(previous, run, checkpoint_dir):
@@ -1143,9 +1167,7 @@ def saving(what, folder, needed_bytes):
     try:
         yield
     except tf.errors.OpError as error:
-        for name in os.listdir(folder):  # a half-written checkpoint (1.2 GB at 224 px) would keep the disk full
-            if ".tempstate" in name:
-                os.remove(os.path.join(folder, name))
+        sweep_leftovers(folder)  # a half-written checkpoint (1.2 GB at 224 px) would keep the disk full
         if "No space left on device" in error.message or "Disk quota exceeded" in error.message:
             raise imf.disk_full(folder, needed_bytes, what) from None
         raise imf.DataError(f"cannot save {what} in {folder}: {error.message.splitlines()[0]}") from None
@@ -1206,8 +1228,7 @@ def run_the_tutorial(args):
 
 def warn_if_short_of_space(args):
     """A run that will not have room for its checkpoints says so before hours of training, not after."""
-    fc1_inputs = pooled_size(args.image_size) ** 2 * CONV_LAYERS[-1][3]
-    checkpoint_bytes = 3 * 4 * (fc1_inputs * FC_UNITS)  # weights and Adam's two slots
+    checkpoint_bytes = 3 * 4 * (fc1_inputs(args.image_size) * FC_UNITS)  # weights and Adam's two slots
     free = shutil.disk_usage(args.checkpoint_dir).free
     if free < checkpoint_bytes:
         print(f"Warning: {args.checkpoint_dir} has {imf.human_bytes(free)} free, and a checkpoint takes "
