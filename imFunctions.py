@@ -20,16 +20,12 @@ when that is set (a mirror, or the tests' local server).
 import collections
 import concurrent.futures
 import contextlib
-import errno
 import fcntl
 import hashlib
 import http.client
-import io
-import json
 import os
 import random
 import re
-import secrets
 import shutil
 import socket
 import sys
@@ -45,6 +41,11 @@ import zlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+import cli
+import progress
+from files import (disk_full, is_disk_full, is_temporary_name, read_json, remove, sweep_temporaries, temporary_name,
+                   try_lock, write_bytes_atomically, write_json_atomically)
+
 DATA_DIR = "data"
 OFFICIAL_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/data"
 # (size in bytes, MD5) as published; torchvision pins the same checksums.
@@ -53,6 +54,14 @@ OFFICIAL_ARCHIVES = {
     "annotations.tar.gz": (19173078, "95a8c909bbe2e81eed6a22bccdf3f68f"),
 }
 TUTORIAL_CLASSES = ("shiba_inu", "samoyed")
+OXFORD_IMAGES_PER_BREED = 200
+OXFORD_BREEDS = (
+    "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "Bengal",
+    "Birman", "Bombay", "boxer", "British_Shorthair", "chihuahua", "Egyptian_Mau", "english_cocker_spaniel",
+    "english_setter", "german_shorthaired", "great_pyrenees", "havanese", "japanese_chin", "keeshond",
+    "leonberger", "Maine_Coon", "miniature_pinscher", "newfoundland", "Persian", "pomeranian", "pug",
+    "Ragdoll", "Russian_Blue", "saint_bernard", "samoyed", "scottish_terrier", "shiba_inu", "Siamese",
+    "Sphynx", "staffordshire_bull_terrier", "wheaten_terrier", "yorkshire_terrier")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SPLIT_SEED = 0
 CACHE_VERSION = 2  # 2: metadata holds checksums; version 1 caches are rebuilt
@@ -65,88 +74,8 @@ Dataset = collections.namedtuple(
     "Dataset", "train_x train_y test_x test_y classes classLabels mean_image")
 
 
-class DataError(Exception):
+class DataError(cli.Failure):
     """A download, checksum or archive problem, worded for the person running the tutorial."""
-
-
-class DiskFull(DataError):
-    """A write that found no space: names the folder, what was needed and what is free."""
-
-
-# --------------------------------------------------------------------------- files
-
-def temporary_name(path):
-    """A hidden name beside ``path``, unique to this writer, ending as ``path`` does (so savers
-    that go by the suffix still do)."""
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{os.path.splitext(name)[1]}")
-
-
-def is_temporary_name(name):
-    return re.fullmatch(r"\..+\.tmp-\d+-[0-9a-f]{8}(\.\w+)?", name) is not None
-
-
-def write_bytes_atomically(path, data):
-    """Write under a temporary name, flush it to disk, rename it into place: a failure leaves the old file."""
-    temporary = temporary_name(path)
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        _remove(temporary)
-        if is_disk_full(error):
-            raise disk_full(os.path.dirname(path) or ".", len(data), os.path.basename(path)) from None
-        raise
-
-
-def write_json_atomically(path, value):
-    write_bytes_atomically(path, (json.dumps(value, indent=1) + "\n").encode())
-
-
-def write_npy_atomically(path, array):
-    """An array as a .npy file, encoded in memory (np.save would add .npy to a temporary name) and renamed."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    write_bytes_atomically(path, buffer.getvalue())
-
-
-def read_json(path):
-    """The JSON value in ``path``, or None when it is missing or not JSON."""
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read())
-    except (FileNotFoundError, IsADirectoryError, ValueError):
-        return None
-
-
-def is_disk_full(error):
-    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-
-
-def nearest_existing(path):
-    """``path`` made absolute, or its nearest ancestor that exists: what decides where it could be written."""
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    return existing
-
-
-def disk_full(folder, needed_bytes, what):
-    """The one-line error for a full disk: which folder, how much it needed, how much is free."""
-    free = shutil.disk_usage(nearest_existing(folder)).free
-    return DiskFull(f"disk full: cannot write {what} in {folder}: it needs {human_bytes(needed_bytes)}, "
-                    f"{human_bytes(free)} free")
-
-
-def human_bytes(count):
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} PB"
 
 
 # --------------------------------------------------------------------------- download
@@ -182,7 +111,7 @@ def downloadImages(filename, expected_bytes=None, data_dir=DATA_DIR, md5=None,
         return final_path
     url = f"{base_url().rstrip('/')}/{filename}"
     part_path = final_path + ".part"
-    bar = ProgressBar(filename, expected_bytes) if progress else None
+    bar = DownloadProgress(filename, expected_bytes) if progress else None
     try:
         total = _fetch_with_retries(url, part_path, expected_bytes, retries, (timeout, stall_timeout), bar)
     finally:
@@ -311,7 +240,7 @@ def _copy_body(response, part_path, have, total, timeouts, bar):
 
 def _start_over(part_path, bar, why):
     _say(bar, f"Warning: {why}; starting {_archive_name(part_path)} over")
-    _remove(part_path)
+    remove(part_path)
 
 
 def _say_waiting(bar, url):
@@ -358,7 +287,7 @@ def _mirror_hint():
 def _verify(part_path, filename, url, expected_bytes, md5, strict_md5):
     size = _size(part_path)
     if size != expected_bytes:
-        _remove(part_path)
+        remove(part_path)
         raise DataError(f"{filename} from {url} has {size} bytes, expected {expected_bytes}; removed it")
     if md5 is not None:
         digest = hashlib.md5()
@@ -366,7 +295,7 @@ def _verify(part_path, filename, url, expected_bytes, md5, strict_md5):
             for chunk in iter(lambda: part.read(CHUNK_BYTES), b""):
                 digest.update(chunk)
         if digest.hexdigest() != md5 and strict_md5:
-            _remove(part_path)
+            remove(part_path)
             raise DataError(f"{filename} from {url} has MD5 {digest.hexdigest()}, expected {md5}; removed it")
         if digest.hexdigest() != md5:
             print(f"Warning: {filename} from the mirror {url} differs from the official archive "
@@ -380,53 +309,33 @@ def _size(path):
         return 0
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
+class DownloadProgress:
+    """A download's bytes, total and rate through the project's progress display (progress.Progress), one per
+    connection; its notes on lines of their own; and, once, early, a word when it will take hours."""
 
-
-class ProgressBar:
-    """One self-overwriting line on stderr: bytes, total, percent and rate; notes on lines of their own."""
-
-    def __init__(self, label, total, stream=None):
-        self.label, self.total, self.stream = label, total, stream or sys.stderr
-        self.done = self.started_at_bytes = 0
-        self.started = self.shown = time.monotonic()
-        self.drawn = self.warned_slow = False
+    def __init__(self, label, total):
+        self.label, self.total = label, total
+        self.bar = None
+        self.warned_slow = False
 
     def start(self, done, total=None):
-        self.done = self.started_at_bytes = done
+        self.close()
         self.total = total if total is not None else self.total
-        self.started = time.monotonic()
-        self.show()
+        self.bar = progress.Progress(total=self.total, initial=done, desc=self.label, unit="B", unit_scale=True,
+                                     unit_divisor=1000)
+        self.started, self.started_at_bytes = time.monotonic(), done
 
     def update(self, count):
-        self.done += count
-        if time.monotonic() - self.shown >= 0.2 or self.done >= (self.total or float("inf")):
-            self.show()
+        self.bar.update(count)
+        self.warn_if_slow()
 
-    def rate(self):
-        return (self.done - self.started_at_bytes) / max(time.monotonic() - self.started, 1e-6)
-
-    def show(self):
-        self.shown = time.monotonic()
-        rate = self.rate()
-        if self.total:
-            size = f"{self.done / 1e6:.1f} / {self.total / 1e6:.1f} MB {100.0 * self.done / self.total:5.1f}%"
-        else:
-            size = f"{self.done / 1e6:.1f} MB"
-        self.stream.write(f"\r{self.label}: {size} {rate / 1e6:.1f} MB/s")
-        self.stream.flush()
-        self.drawn = True
-        self.warn_if_slow(rate)
-
-    def warn_if_slow(self, rate):
-        """Once, early: a download that will take hours says so, and how to stop and resume it."""
-        left = (self.total or 0) - self.done
-        if self.warned_slow or self.shown - self.started < SLOW_AFTER_S or left <= 0:
+    def warn_if_slow(self):
+        """A download that will take hours says so, and how to stop and resume it."""
+        elapsed = time.monotonic() - self.started
+        left = (self.total or 0) - self.bar.n
+        if self.warned_slow or elapsed < SLOW_AFTER_S or left <= 0:
             return
+        rate = (self.bar.n - self.started_at_bytes) / elapsed
         hours = left / max(rate, 1.0) / 3600
         if hours >= SLOW_HOURS:
             self.warned_slow = True
@@ -435,15 +344,16 @@ class ProgressBar:
 
     def note(self, message):
         """A line of its own, the progress line redrawn below it."""
-        self.stream.write(("\n" if self.drawn else "") + f"{self.label}: {message}\n")
-        self.drawn = False
-        self.stream.flush()
+        line = f"{self.label}: {message}"
+        if self.bar is not None:
+            self.bar.note(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def close(self):
-        if self.drawn or self.done:
-            self.show()
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # --------------------------------------------------------------------------- extract
@@ -545,7 +455,7 @@ def sortImages(testFraction, data_dir=DATA_DIR, seed=SPLIT_SEED):
     manifest_path = os.path.join(data_dir, "split.json")
     if read_json(manifest_path) == split and os.path.isdir(os.path.join(data_dir, "train")):
         return split
-    _remove(manifest_path)
+    remove(manifest_path)
     for part in ("train", "test"):
         shutil.rmtree(os.path.join(data_dir, part), ignore_errors=True)
         for breed, names in split[part].items():
@@ -591,6 +501,21 @@ def resolve_classes(classes, breeds):
     if not chosen:
         raise ValueError(f"no classes chosen; valid classes: {valid}")
     return chosen
+
+
+def known_breeds(data_dir=DATA_DIR):
+    """The breeds to choose from: the sorted split's folders once there is one, else the dataset's 37."""
+    train_dir = os.path.join(data_dir, "train")
+    return sorted(os.listdir(train_dir)) if os.path.isdir(train_dir) else OXFORD_BREEDS
+
+
+def expected_image_count(classes, data_dir=DATA_DIR):
+    """Images of ``classes`` in both splits: counted when sorted, else the dataset's ~200 a breed."""
+    count = 0
+    for breed in classes:
+        folders = [os.path.join(data_dir, part, breed) for part in ("train", "test")]
+        count += sum(len(os.listdir(f)) for f in folders if os.path.isdir(f)) or OXFORD_IMAGES_PER_BREED
+    return count
 
 
 def ask_for_classes(breeds, ask=input):
@@ -792,7 +717,7 @@ def _write_cache(cache_dir, arrays, skipped):
     """
     parent, name = os.path.split(cache_dir)
     os.makedirs(parent, exist_ok=True)
-    temporary = f"{cache_dir}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    temporary = temporary_name(cache_dir)
     try:
         with _cache_writer(parent):
             os.makedirs(temporary)
@@ -803,15 +728,15 @@ def _write_cache(cache_dir, arrays, skipped):
                 "arrays": {key: _checksum(array) for key, array in arrays.items()}})
             stale_prefix = name.rsplit("-", 1)[0] + "-"
             for other in os.listdir(parent):  # same classes and size, older inputs
-                if other.startswith(stale_prefix) and other != name and ".tmp-" not in other:
+                if other.startswith(stale_prefix) and other != name and not is_temporary_name(other):
                     shutil.rmtree(os.path.join(parent, other), ignore_errors=True)
             shutil.rmtree(cache_dir, ignore_errors=True)
             os.rename(temporary, cache_dir)
-    except (OSError, DiskFull) as error:
+    except (OSError, cli.Failure) as error:
         shutil.rmtree(temporary, ignore_errors=True)
         needed = sum(array.nbytes for array in arrays.values())
         # numpy reports a short write on a full disk without an errno: the free space tells.
-        if isinstance(error, DiskFull) or is_disk_full(error) or shutil.disk_usage(parent).free < needed:
+        if isinstance(error, cli.Failure) or is_disk_full(error) or shutil.disk_usage(parent).free < needed:
             reason = disk_full(parent, needed, "the dataset cache")
         else:
             reason = f"cannot write the dataset cache in {parent}: {_one_line(error)}"
@@ -822,8 +747,8 @@ def _write_cache(cache_dir, arrays, skipped):
 def _cache_writer(cache_root):
     """Held (shared) while a cache is written; whoever finds no writer sweeps what crashed writers left."""
     with open(os.path.join(cache_root, ".lock"), "a") as lock:
-        if _try_lock(lock, fcntl.LOCK_EX):
-            _sweep_cache_temporaries(cache_root)
+        if try_lock(lock):
+            sweep_temporaries(cache_root)
         fcntl.flock(lock, fcntl.LOCK_SH)  # converts the exclusive lock, or waits out a sweeper
         yield
 
@@ -834,23 +759,7 @@ def clean_cache_leftovers(data_dir=DATA_DIR):
     if not os.path.isdir(cache_root):
         return 0
     with open(os.path.join(cache_root, ".lock"), "a") as lock:
-        return _sweep_cache_temporaries(cache_root) if _try_lock(lock, fcntl.LOCK_EX) else 0
-
-
-def _try_lock(handle, kind):
-    try:
-        fcntl.flock(handle, kind | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def _sweep_cache_temporaries(cache_root):
-    swept = [name for name in os.listdir(cache_root) if ".tmp-" in name]
-    for name in swept:
-        path = os.path.join(cache_root, name)
-        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else _remove(path)
-    return len(swept)
+        return sweep_temporaries(cache_root)[0] if try_lock(lock) else 0
 
 
 # --------------------------------------------------------------------------- shuffle

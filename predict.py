@@ -1,8 +1,8 @@
 """Classify pet images with the trained network: the class and its probability for each image.
 
 Restores the newest readable full checkpoint of a training run (visualize_convnets.py)
-into the tutorial's graph, takes the classes and the image size from the run's
-run.json, and prepares each image as training did: resized, the training mean
+into the tutorial's graph (classifier.py), takes the classes and the image size from the
+run, and prepares each image as training did: resized, the training mean
 (mean_image.npy) subtracted, no dropout. A lost or damaged run.json or mean_image.npy
 is recovered from the checkpoint, which records both.
 
@@ -22,18 +22,14 @@ import sys
 
 import numpy as np
 
+import cli
 import imFunctions as imf
-import visualize_convnets as vc
-from visualize_convnets import UsageError, tf, v1
-
-
-class NoCheckpoint(UsageError):
-    """The folder holds no full checkpoint yet."""
+from classifier import Classifier
 
 
 def build_parser():
-    parser = vc.OneLineParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.OneLineParser(description=__doc__.split("\n")[0],
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                         help="images, or folders searched (recursively) for .jpg, .jpeg and .png files")
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="the training run's checkpoint folder")
@@ -44,38 +40,7 @@ def build_parser():
 
 
 def validate(args):
-    vc.require_at_least_one(args, ("batch_size",))
-
-
-# --------------------------------------------------------------------------- the trained network
-
-class Classifier:
-    """The trained network of a checkpoint folder, with its run's classes, image size and mean."""
-
-    def __init__(self, checkpoint_dir):
-        # run.json and mean_image.npy, or what the newest checkpoint records where either is lost or damaged.
-        run, self.mean = vc.load_run(checkpoint_dir)
-        self.classes, self.image_size = run["classes"], run["image_size"]
-        # vc.build_graph: the graph training builds, so every checkpoint variable finds its place.
-        self.model = vc.build_graph(self.image_size, len(self.classes))
-        # Outside its graph a Saver would try to restore eagerly, which TF1 variables cannot.
-        with self.model["graph"].as_default():
-            vc.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
-            self.session = v1.Session(config=vc.session_config())
-            tf.get_logger().setLevel("ERROR")  # Saver's deprecation notices are not news to a TF1 tutorial
-            # vc.restore_latest: the newest readable full checkpoint's path, or None when there is none.
-            self.checkpoint = vc.restore_latest(self.session, v1.train.Saver(), checkpoint_dir)
-        if self.checkpoint is None:
-            raise NoCheckpoint(f"no full checkpoint in {checkpoint_dir}: train first (python visualize_convnets.py)")
-
-    def feed(self, pictures):
-        """The feed of uint8 [n, size, size, 3] pictures, centred as training centred its images, no dropout."""
-        return {self.model["X"]: pictures.astype(np.float32) - self.mean,
-                self.model["keepRate1"]: 1.0, self.model["keepRate2"]: 1.0}
-
-    def probabilities(self, pictures):
-        """[n, classes] softmax outputs for uint8 pictures."""
-        return self.session.run(self.model["Y"], self.feed(pictures))
+    cli.require_at_least_one(args, ("batch_size",))
 
 
 # --------------------------------------------------------------------------- images
@@ -124,12 +89,12 @@ def classify(classifier, paths, batch_size, as_json):
 
 
 def main(argv=None):
-    args = vc.parse_checked(build_parser(), validate, argv)
+    args = cli.parse_checked(build_parser(), validate, argv)
     try:
         classifier = Classifier(args.checkpoint_dir)
-    except (UsageError, imf.DataError) as error:
-        vc.print_error(error)
-        return 2
+    except (cli.UsageError, cli.Failure) as error:
+        cli.print_error(error)
+        return cli.EXIT_USAGE
     paths, empty = find_images(args.images)
     for folder in empty:
         print(f"Warning: no .jpg, .jpeg or .png images in {folder}", file=sys.stderr)

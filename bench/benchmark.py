@@ -46,9 +46,12 @@ import numpy as np
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import imFunctions as imf  # noqa: E402
+import run_folder  # noqa: E402
+import tf_start  # noqa: E402
+import tensorflow as tf  # noqa: E402
 import visualize_convnets as vc  # noqa: E402
 
-tf, v1 = vc.tf, vc.v1
+v1 = tf.compat.v1
 GFLOP_PER_IMAGE_224 = 7.8
 
 
@@ -77,7 +80,7 @@ def graph_step(image_size, batch_size, n_classes, images, labels, keep_conv, kee
     """A warm Session on build_graph; returns a function running one training step as run_epochs does."""
     model = vc.build_graph(image_size, n_classes, 1e-5, seed=1)
     with model["graph"].as_default():
-        session = v1.Session(config=vc.session_config())
+        session = v1.Session(config=tf_start.session_config())
         session.run(v1.global_variables_initializer())
     fetches = [model["train_step"], model["loss"], model["accuracy"]]
     feed = {model["X"]: images, model["Y_"]: labels, model["keepRate1"]: keep_conv, model["keepRate2"]: keep_fc}
@@ -114,7 +117,7 @@ def matmul_run(size):
         a = tf.Variable(v1.random_normal([size, size], seed=1))
         b = tf.Variable(v1.random_normal([size, size], seed=2))
         product = tf.matmul(a, b)[0, 0]
-        session = v1.Session(config=vc.session_config(), graph=graph)
+        session = v1.Session(config=tf_start.session_config(), graph=graph)
         session.run(v1.global_variables_initializer())
     return session, lambda: session.run(product)
 
@@ -124,7 +127,7 @@ def probe_summary_bytes(image_size, n_classes):
     for PNG (a photo's maps compress several times better)."""
     model = vc.build_graph(image_size, n_classes, seed=1)
     noise = np.random.default_rng(0).normal(0, 60, (image_size, image_size, 3)).astype(np.float32)
-    with model["graph"].as_default(), v1.Session(config=vc.session_config()) as session:
+    with model["graph"].as_default(), v1.Session(config=tf_start.session_config()) as session:
         session.run(v1.global_variables_initializer())
         return len(vc.ProbeMaps(model, noise).summary(session).SerializeToString())
 
@@ -138,42 +141,66 @@ def seconds_per_call(function, calls):
 
 # --------------------------------------------------------------------------- the real loop
 
-class LoopTimer:
-    """Wraps the loop's helpers in visualize_convnets to time an epoch and what it spends outside steps."""
+class TimedRunFolder(run_folder.RunFolder):
+    """The run folder, its full checkpoints and filter snapshots timed: ``spent[part]`` holds (start, end) pairs."""
 
-    # (owner, attribute, part name): Checkpointer.save is the full checkpoint, by the clock or at the end.
-    PARTS = (("Checkpointer", "save", "checkpoint"), (None, "save_snapshot", "snapshot"),
-             (None, "write_train_summary", "train_summary"), (None, "write_test_summary", "test_summary"),
-             (None, "evaluate", "evaluate"))
+    def __init__(self, *folders):
+        super().__init__(*folders)
+        self.spent = {"checkpoint": [], "snapshot": []}
+
+    def timed(self, part, save, session, step):
+        started = time.perf_counter()
+        try:
+            return save(session, step)
+        finally:
+            self.spent[part].append((started, time.perf_counter()))
+
+    def save_checkpoint(self, session, step):
+        return self.timed("checkpoint", super().save_checkpoint, session, step)
+
+    def save_snapshot(self, session, step):
+        return self.timed("snapshot", super().save_snapshot, session, step)
+
+
+class TimedLines(io.StringIO):
+    """An output stream that notes when each "Test Set Accuracy" line, an epoch's end, was written."""
 
     def __init__(self):
-        self.spent, self.originals = {}, {}
+        super().__init__()
+        self.epoch_ends = []
 
-    def __enter__(self):
-        for owner_name, attribute, part in self.PARTS:
-            owner = getattr(vc, owner_name) if owner_name else vc
-            original = self.originals[part] = (owner, attribute, getattr(owner, attribute))
-            setattr(owner, attribute, self.timed(part, original[2]))
-        return self
+    def write(self, text):
+        if text.startswith("Test Set Accuracy"):
+            self.epoch_ends.append(time.perf_counter())
+        return super().write(text)
 
-    def timed(self, part, original):
-        def wrapper(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.spent.setdefault(part, []).append((started, time.perf_counter()))
-        return wrapper
 
-    def __exit__(self, *exc):
-        for owner, attribute, original in self.originals.values():
-            setattr(owner, attribute, original)
+def per_call(function, calls):
+    """Seconds of ``calls`` calls of ``function``, after one warm-up call."""
+    function()
+    started = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return time.perf_counter() - started
 
-    def ends(self, part):
-        return [end for _, end in self.spent.get(part, [])]
 
-    def within(self, name, start, end):
-        return sum(b - a for a, b in self.spent.get(name, []) if a >= start and b <= end)
+def loop_parts(model, dataset, batch_size, keep_conv, keep_fc, summary_steps, folder):
+    """Seconds epoch 2 spends in the loop's summary steps and its test accuracy, timed through the tutorial's
+    own public functions on a warm session of the same graph."""
+    feed = {model["X"]: dataset.train_x[:batch_size], model["Y_"]: dataset.train_y[:batch_size],
+            model["keepRate1"]: keep_conv, model["keepRate2"]: keep_fc}
+    rng = np.random.default_rng(0)
+    with model["graph"].as_default(), v1.Session(config=tf_start.session_config()) as session:
+        session.run(v1.global_variables_initializer())
+        writer = v1.summary.FileWriter(os.path.join(folder, "parts"))
+        with writer:
+            return {
+                "train_summary": per_call(lambda: vc.write_train_summary(session, model, feed, writer, 1),
+                                          summary_steps),
+                "test_summary": per_call(lambda: vc.write_test_summary(session, model, dataset, writer, 1, rng),
+                                         summary_steps),
+                "evaluate": per_call(lambda: vc.evaluate(session, model, dataset.test_x, dataset.test_y,
+                                                         max(batch_size, 50)), 1)}
 
 
 def loop_epoch(image_size, batch_size, n_classes, steps, train_x, train_y, test_x, test_y, keep_conv, keep_fc,
@@ -188,33 +215,35 @@ def loop_epoch(image_size, batch_size, n_classes, steps, train_x, train_y, test_
             "--logdir", os.path.join(folder, "logs"), "--checkpoint-dir", os.path.join(folder, "checkpoints"),
             "--data-dir", os.path.join(folder, "data"), "--figures-dir", os.path.join(folder, "figures")]
             + (["--checkpoint-every", str(checkpoint_every)] if checkpoint_every else []))
-        os.makedirs(os.path.join(args.checkpoint_dir, vc.SNAPSHOT_DIR))
         dataset = imf.Dataset(train_x, train_y, test_x, test_y, n_classes,
                               [f"class{k}" for k in range(n_classes)], np.zeros(train_x.shape[1:], np.float32))
         model = vc.build_graph(image_size, n_classes, args.learning_rate, seed=1)
-        run = {"classes": dataset.classLabels, "image_size": image_size, "batch_size": batch_size,
-               "train_images": len(train_x), "seed": 1}
         handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
-        output = io.StringIO()
+        output = TimedLines()
         try:
-            with LoopTimer() as timer, contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-                status = vc.train(args, dataset, model, run, checkpoints=[])
+            with TimedRunFolder(args.checkpoint_dir, args.logdir, args.data_dir) as timed, \
+                    contextlib.redirect_stdout(output), contextlib.redirect_stderr(io.StringIO()):
+                described = timed.start(dataset.classLabels, image_size, batch_size, seed=1)
+                status = vc.train(args, dataset, model, dict(described, train_images=len(train_x)), timed)
         finally:
             for number, handler in handlers.items():
                 signal.signal(number, handler)
-        if status != 0 or len(timer.ends("evaluate")) != 2:
+        if status != 0 or len(output.epoch_ends) != 2:
             raise RuntimeError(f"the training loop failed (status {status}):\n{output.getvalue()}")
-        start, end = timer.ends("evaluate")  # epoch 2: from the end of epoch 1's test accuracy to its own
-        parts = {part: timer.within(part, start, end) for _, _, part in LoopTimer.PARTS}
-        final_checkpoint = timer.spent["checkpoint"][-1]
-        snapshots = os.path.join(args.checkpoint_dir, vc.SNAPSHOT_DIR)
+        start, end = output.epoch_ends  # epoch 2: from the end of epoch 1's test accuracy to its own
+        summary_steps = sum(1 for step in range(steps + 1, 2 * steps + 1) if step % args.summary_every == 0)
+        parts = {part: sum(b - a for a, b in timed.spent[part] if a >= start and b <= end)
+                 for part in ("checkpoint", "snapshot")}
+        parts.update(loop_parts(model, dataset, batch_size, keep_conv, keep_fc, summary_steps, folder))
+        final_checkpoint = timed.spent["checkpoint"][-1]
+        snapshots = run_folder.snapshot_dir(args.checkpoint_dir)
         last_step = 2 * steps
         snapshot_step = max(s for s in range(0, last_step + 1, args.snapshot_every))
         snapshot_bytes = sum(os.path.getsize(os.path.join(snapshots, name)) for name in os.listdir(snapshots)
-                             if name.startswith(f"{vc.SNAPSHOT_NAME}-{snapshot_step}."))
+                             if name.startswith(f"{run_folder.SNAPSHOT_NAME}-{snapshot_step}."))
         checkpoint_bytes = sum(os.path.getsize(os.path.join(args.checkpoint_dir, name))
                                for name in os.listdir(args.checkpoint_dir)
-                               if name.startswith(f"{vc.CHECKPOINT_NAME}-{last_step}."))
+                               if name.startswith(f"{run_folder.CHECKPOINT_NAME}-{last_step}."))
         return end - start, parts, snapshot_bytes, checkpoint_bytes, final_checkpoint[1] - final_checkpoint[0]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -232,12 +261,12 @@ def main(argv=None):
                         help="interleaved rounds of graph, Keras and matmul blocks (default 10, --quick 6)")
     parser.add_argument("--steps", type=int, default=None,
                         help="steps per timed block, half as many matmuls (default 8, --quick 5)")
+    parser.add_argument("--matmul-size", type=int, default=4096, help="side of the square matmul")
     parser.add_argument("--loop-steps", type=int, default=34,
                         help="training steps per epoch of the real loop (34, the tutorial's: 340 training images "
                              "at batch 10; epoch 2 holds steps 35..68, seven summary steps and the step-50 snapshot)")
     parser.add_argument("--loop-repeats", type=int, default=None,
                         help="runs of the real loop, each beside a block of as many bare steps (default 3, --quick 1)")
-    parser.add_argument("--matmul-size", type=int, default=4096, help="side of the square matmul")
     parser.add_argument("--gpu-tflops", type=float, default=67.0,
                         help="GPU speed the checkpoint's cost is put against: the H100/H200's FP32 peak (TF32 "
                              "tensor cores are faster still, so the real share is larger)")
@@ -246,12 +275,12 @@ def main(argv=None):
     parser.add_argument("--keras-xla", action="store_true",
                         help="also time Keras with jit_compile=True (XLA on the CPU; slow to compile)")
     args = parser.parse_args(argv)
-    vc.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
+    tf_start.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
     repeats = args.repeats or (6 if args.quick else 10)
     steps = args.steps or (5 if args.quick else 8)
     loop_repeats = args.loop_repeats or (1 if args.quick else 3)
     keep_conv, keep_fc = 0.2, 0.5
-    tf.get_logger().setLevel("ERROR")
+    tf_start.quiet_python_logs()
     began = time.perf_counter()
 
     rng = np.random.default_rng(0)

@@ -25,9 +25,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import feature_vis  # noqa: E402
 import filter_gif as fg  # noqa: E402
 import gif_bench  # noqa: E402
-import visualize_convnets as vc  # noqa: E402
+import run_folder  # noqa: E402
+import tf_start  # noqa: E402
 
 
 def size_and_every(text):
@@ -42,11 +44,11 @@ def cpu_seconds():
 
 def timed_run(checkpoint_dir, out, size, every):
     """One filter_gif.main run at ``size`` px; its wall and CPU time and each snapshot's seconds."""
-    vc.write_run(checkpoint_dir, {"classes": ["shiba_inu", "samoyed"], "image_size": size, "batch_size": 10,
+    run_folder.write_run(checkpoint_dir, {"classes": ["shiba_inu", "samoyed"], "image_size": size, "batch_size": 10,
                                   "train_images": 340, "seed": 0},
                  np.full((size, size, 3), 127.5, np.float32))
     per_snapshot = []
-    optimise = fg.FeatureVis.optimise
+    optimise = feature_vis.FeatureVis.optimise
 
     def timed_optimise(self, *args):
         started = time.perf_counter()
@@ -54,13 +56,13 @@ def timed_run(checkpoint_dir, out, size, every):
         per_snapshot.append(time.perf_counter() - started)
         return result
 
-    fg.FeatureVis.optimise = timed_optimise  # for this run only; restored below
+    feature_vis.FeatureVis.optimise = timed_optimise  # for this run only; restored below
     load_before, cpu_before, started = os.getloadavg()[0], cpu_seconds(), time.perf_counter()
     try:
         assert fg.main(["--checkpoint-dir", checkpoint_dir, "--out", out, "--layers", "conv1_1",
                         "--feature-vis", "conv2_2", "--every", str(every)]) == 0
     finally:
-        fg.FeatureVis.optimise = optimise
+        feature_vis.FeatureVis.optimise = optimise
     total = time.perf_counter() - started
     return dict(total_s=total, cpu_s=cpu_seconds() - cpu_before, per_snapshot=per_snapshot,
                 load=(load_before, os.getloadavg()[0]))
@@ -72,7 +74,7 @@ def main():
     parser.add_argument("--runs", nargs="+", type=size_and_every, default=[(64, 10), (224, 100)],
                         metavar="SIZE:EVERY", help="image size and --every of each timed run")
     args = parser.parse_args()
-    vc.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
+    tf_start.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
     defaults = fg.build_parser().parse_args([])
     first_steps, steps = defaults.feature_vis_first_steps, defaults.feature_vis_steps
     work = tempfile.mkdtemp(prefix="feature-vis-bench-")

@@ -26,7 +26,11 @@ from PIL import Image
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import filter_gif as fg  # noqa: E402
 import visualize_convnets as vc  # noqa: E402
-from visualize_convnets import tf, v1  # noqa: E402
+import run_folder  # noqa: E402
+import tf_start  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+v1 = tf.compat.v1
 
 IMAGE_SIZE = 224
 
@@ -34,7 +38,7 @@ IMAGE_SIZE = 224
 def write_snapshots(checkpoint_dir, count, every=50):
     """``count`` snapshots whose weights drift a little between saves, as training makes them."""
     rng = np.random.default_rng(0)
-    vc.write_run(checkpoint_dir, {"classes": ["shiba_inu", "samoyed"], "image_size": IMAGE_SIZE, "batch_size": 10,
+    run_folder.write_run(checkpoint_dir, {"classes": ["shiba_inu", "samoyed"], "image_size": IMAGE_SIZE, "batch_size": 10,
                                   "train_images": 340, "seed": 0},
                  rng.uniform(0, 255, (IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32))
     graph = tf.Graph()
@@ -47,11 +51,11 @@ def write_snapshots(checkpoint_dir, count, every=50):
         with v1.Session() as session:
             session.run(v1.global_variables_initializer())
             for index in range(count):
-                saver.save(session, os.path.join(checkpoint_dir, vc.SNAPSHOT_DIR, vc.SNAPSHOT_NAME),
+                saver.save(session, os.path.join(checkpoint_dir, run_folder.SNAPSHOT_DIR, run_folder.SNAPSHOT_NAME),
                            global_step=index * every, write_meta_graph=False, write_state=False)
                 session.run(drift)
             # A "latest full checkpoint" for the feature-map PNGs: the conv variables suffice.
-            saver.save(session, os.path.join(checkpoint_dir, vc.CHECKPOINT_NAME), global_step=count * every)
+            saver.save(session, os.path.join(checkpoint_dir, run_folder.CHECKPOINT_NAME), global_step=count * every)
 
 
 def timed(argv):
@@ -64,7 +68,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--snapshots", type=int, default=320, help="snapshots to animate")
     args = parser.parse_args()
-    vc.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
+    tf_start.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
     work = tempfile.mkdtemp(prefix="gif-bench-")
     try:
         checkpoint_dir = os.path.join(work, "checkpoints")
@@ -76,7 +80,7 @@ def main():
         common = ["--checkpoint-dir", checkpoint_dir]
         weights_s = timed(common + ["--out", os.path.join(work, "weights")])
         image_s = timed(common + ["--out", os.path.join(work, "image"), "--image", image])
-        frames = len(os.listdir(os.path.join(checkpoint_dir, vc.SNAPSHOT_DIR))) // 2
+        frames = len(os.listdir(os.path.join(checkpoint_dir, run_folder.SNAPSHOT_DIR))) // 2
         print(f"weights: 3 GIFs of {frames} frames in {weights_s:.1f} s; with --image: {image_s:.1f} s")
         print(json.dumps({"snapshots": args.snapshots, "weights_gifs_s": round(weights_s, 2),
                           "with_image_s": round(image_s, 2),

@@ -1,5 +1,4 @@
 """The tutorial's two demos in visualize_convnets.py: the article's filters, pooling examples and figures."""
-import types
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ POOLING_INPUT = [[1, 3, 2, 9], [7, 4, 1, 5], [8, 5, 2, 3], [4, 2, 1, 4]]
 
 @pytest.fixture(scope="module")
 def image(prepared_data_dir):
-    return vc.demo_image(types.SimpleNamespace(data_dir=prepared_data_dir, classes=["shiba_inu", "samoyed"]))
+    return vc.demo_image(prepared_data_dir, "shiba_inu")
 
 
 @pytest.fixture(scope="module")

@@ -180,6 +180,8 @@ def test_dockerignore_keeps_outputs_and_caches_out_of_the_context(path):
 
 
 @pytest.mark.parametrize("path", ["visualize_convnets.py", "imFunctions.py", "filter_gif.py", "predict.py",
+                                  "run_folder.py", "tf_start.py", "cli.py", "files.py", "drawing.py", "progress.py",
+                                  "resources.py", "classifier.py", "grad_cam.py", "feature_maps.py", "feature_vis.py",
                                   "requirements.txt", "docker/cuda-constraints.txt"])
 def test_dockerignore_keeps_what_the_build_copies(path):
     assert not dockerignored(path, dockerignore_patterns())

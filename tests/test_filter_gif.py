@@ -11,10 +11,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import classifier
 import filter_gif as fg
+import grad_cam
 import imFunctions as imf
-import predict
 from conftest import run_script
+from helpers import (GAP, HEADER, checkpoint_tensor, grey_levels, numpy_conv_stack, numpy_forward, softmax, tile)
 
 SNAPSHOT_STEPS = list(range(0, 19, 2))  # the short run snapshots every 2 of its 18 steps
 SCALE = 12
@@ -22,13 +24,6 @@ SCALE = 12
 
 def frames_of(path):
     return iio.imread(path, index=None, mode="RGB")
-
-
-def tile(frame, index, height, width, zoom, columns):
-    """The pixels of tile ``index`` in a frame drawn by filter_gif's grid layout."""
-    top = fg.HEADER + fg.GAP + (index // columns) * (height * zoom + fg.GAP)
-    left = fg.GAP + (index % columns) * (width * zoom + fg.GAP)
-    return frame[top:top + height * zoom:zoom, left:left + width * zoom:zoom]
 
 
 def snapshot_kernels(run, layer, step):
@@ -56,15 +51,15 @@ def test_one_gif_and_one_last_frame_png_per_layer(gifs):
 
 def test_frame_size_matches_the_grid_of_the_layers_filters(gifs):
     out, _ = gifs
-    cell = 3 * SCALE + fg.GAP
+    cell = 3 * SCALE + GAP
 
-    assert frames_of(out / "conv1_1.gif").shape[1:] == (fg.HEADER + 4 * cell + fg.GAP, 8 * cell + fg.GAP, 3)
-    assert frames_of(out / "conv2_2.gif").shape[1:] == (fg.HEADER + 8 * cell + fg.GAP, 8 * cell + fg.GAP, 3)
+    assert frames_of(out / "conv1_1.gif").shape[1:] == (HEADER + 4 * cell + GAP, 8 * cell + GAP, 3)
+    assert frames_of(out / "conv2_2.gif").shape[1:] == (HEADER + 8 * cell + GAP, 8 * cell + GAP, 3)
 
 
 def test_first_and_last_frames_show_different_filters(gifs):
     for layer in ("conv1_1", "conv1_2", "conv2_2"):
-        frames = frames_of(gifs[0] / f"{layer}.gif")[:, fg.HEADER:]  # below the step number
+        frames = frames_of(gifs[0] / f"{layer}.gif")[:, HEADER:]  # below the step number
         assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 2, layer
 
 
@@ -85,8 +80,8 @@ def test_conv1_1_kernels_are_drawn_in_rgb_with_one_scale_for_all_frames(short_ru
     all_kernels = [snapshot_kernels(short_run, "conv1_1", step) for step in SNAPSHOT_STEPS]
     low, high = min(k.min() for k in all_kernels), max(k.max() for k in all_kernels)
 
-    expected = fg.to_uint8(all_kernels[-1][..., 5], low, high)  # kernel 5: [3, 3, rgb]
-    np.testing.assert_array_equal(tile(last, 5, 3, 3, SCALE, 8), expected)
+    expected = grey_levels(all_kernels[-1][..., 5], low, high)  # kernel 5: [3, 3, rgb]
+    assert np.abs(tile(last, 5, 3, 3, SCALE, 8) - expected).max() <= 1
 
 
 def test_deeper_kernels_are_grey_means_over_their_input_channels_on_one_scale(short_run, gifs):
@@ -96,7 +91,7 @@ def test_deeper_kernels_are_grey_means_over_their_input_channels_on_one_scale(sh
 
     pixels = tile(last, 7, 3, 3, SCALE, 8)
     assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
-    np.testing.assert_array_equal(pixels[..., 0], fg.to_uint8(means[-1][..., 7], low, high))
+    assert np.abs(pixels[..., 0] - grey_levels(means[-1][..., 7], low, high)).max() <= 1
 
 
 def test_input_channel_shows_that_channel_instead_of_the_mean(short_run, tmp_path):
@@ -106,7 +101,7 @@ def test_input_channel_shows_that_channel_instead_of_the_mean(short_run, tmp_pat
     low, high = min(k.min() for k in kernels), max(k.max() for k in kernels)
 
     last = np.asarray(Image.open(tmp_path / "conv2_2.png"))
-    np.testing.assert_array_equal(tile(last, 3, 3, 3, SCALE, 8)[..., 0], fg.to_uint8(kernels[-1][..., 3], low, high))
+    assert np.abs(tile(last, 3, 3, 3, SCALE, 8)[..., 0] - grey_levels(kernels[-1][..., 3], low, high)).max() <= 1
 
 
 def test_per_frame_norm_scales_each_frame_on_its_own(short_run, tmp_path):
@@ -115,8 +110,7 @@ def test_per_frame_norm_scales_each_frame_on_its_own(short_run, tmp_path):
     means = snapshot_kernels(short_run, "conv1_2", SNAPSHOT_STEPS[-1]).mean(axis=2)
 
     last = frames_of(tmp_path / "conv1_2.gif")[-1]
-    np.testing.assert_array_equal(tile(last, 7, 3, 3, SCALE, 8)[..., 0],
-                                  fg.to_uint8(means[..., 7], means.min(), means.max()))
+    assert np.abs(tile(last, 7, 3, 3, SCALE, 8)[..., 0] - grey_levels(means[..., 7], means.min(), means.max())).max() <= 1
 
 
 def test_every_k_takes_every_kth_snapshot(short_run, tmp_path):
@@ -153,32 +147,6 @@ def test_a_snapshot_still_being_written_is_left_out(short_run, tmp_path):
 
 # --------------------------------------------------------------------------- feature maps
 
-def numpy_conv_relu(images, weights, biases):
-    """A 3x3 SAME convolution and ReLU written out in numpy, to check TensorFlow's against."""
-    padded = np.pad(images, ((1, 1), (1, 1), (0, 0)))
-    height, width = images.shape[:2]
-    total = sum(np.einsum("hwc,co->hwo", padded[dy:dy + height, dx:dx + width], weights[dy, dx])
-                for dy in range(3) for dx in range(3))
-    return np.maximum(total + biases, 0)
-
-
-def numpy_max_pool(maps):
-    """2x2 max pooling at stride 2 of an even-sized [h, w, c] map."""
-    height, width, channels = maps.shape
-    return maps.reshape(height // 2, 2, width // 2, 2, channels).max(axis=(1, 3))
-
-
-def numpy_conv_stack(prepared, reader):
-    """conv1_1 ... pool2 of the tutorial in numpy, from a checkpoint's weights."""
-    maps, output = {}, prepared
-    for layer in ("conv1_1", "conv1_2", "conv2_1", "conv2_2"):
-        output = maps[layer] = numpy_conv_relu(output, reader.get_tensor(f"{layer}/weights{layer[4:]}"),
-                                               reader.get_tensor(f"{layer}/biases{layer[4:]}"))
-        if layer.endswith("_2"):
-            output = maps[f"pool{layer[4]}"] = numpy_max_pool(output)
-    return maps
-
-
 def prepared_image(run, image):
     return imf.load_image(str(image), 64).astype(np.float32) - np.load(run.checkpoint_dir / "mean_image.npy")
 
@@ -187,8 +155,7 @@ def prepared_image(run, image):
 def numpy_maps(short_run, gifs):
     """The image's feature maps at every snapshot, computed in numpy."""
     prepared = prepared_image(short_run, gifs[1])
-    return [numpy_conv_stack(prepared, tf.train.load_checkpoint(str(short_run.checkpoint_dir / "snapshots" /
-                                                                    f"filters-{step}")))
+    return [numpy_conv_stack(prepared, checkpoint_tensor(short_run.checkpoint_dir / "snapshots" / f"filters-{step}"))
             for step in SNAPSHOT_STEPS]
 
 
@@ -202,7 +169,7 @@ def drawn_channels(png_path, maps_per_snapshot, channels, side, zoom):
     low = min(m[..., channels].min() for m in maps_per_snapshot)
     high = max(m[..., channels].max() for m in maps_per_snapshot)
     return [(tile(last, index, side, side, zoom, len(channels))[..., 0].astype(int),
-             fg.to_uint8(maps_per_snapshot[-1][..., channel], low, high).astype(int))
+             grey_levels(maps_per_snapshot[-1][..., channel], low, high))
             for index, channel in enumerate(channels)]
 
 
@@ -278,7 +245,7 @@ def test_the_image_gifs_show_two_channels_side_by_side_at_the_image_size(gifs):
 
     for layer in ("conv1_2", "conv2_2"):
         frames = frames_of(out / f"{image.stem}_{layer}.gif")
-        assert frames.shape[1:] == (fg.HEADER + 64 + 2 * fg.GAP, 2 * (64 + fg.GAP) + fg.GAP, 3), layer
+        assert frames.shape[1:] == (HEADER + 64 + 2 * GAP, 2 * (64 + GAP) + GAP, 3), layer
 
 
 def test_image_writes_one_png_per_conv_and_pool_layer_with_every_channel(gifs):
@@ -287,9 +254,9 @@ def test_image_writes_one_png_per_conv_and_pool_layer_with_every_channel(gifs):
                 "conv2_1": (64, 32, 1), "conv2_2": (64, 32, 1), "pool2": (64, 16, 2)}  # channels, side, zoom
 
     for layer, (channels, side, zoom) in expected.items():
-        cell = side * zoom + fg.GAP
+        cell = side * zoom + GAP
         with Image.open(out / f"{image.stem}_features_{layer}.png") as png:
-            assert png.size == (8 * cell + fg.GAP, fg.HEADER + channels // 8 * cell + fg.GAP), layer
+            assert png.size == (8 * cell + GAP, HEADER + channels // 8 * cell + GAP), layer
 
 
 def test_without_a_full_checkpoint_the_feature_pngs_come_from_the_latest_snapshot(short_run, gifs, tmp_path, capsys):
@@ -313,21 +280,18 @@ def test_channels_all_animates_a_grid_of_every_channel(short_run, gifs, tmp_path
              "--image", str(image), "--feature-layers", "conv2_2", "--channels", "all"])
 
     frames = frames_of(tmp_path / f"{image.stem}_conv2_2.gif")
-    cell = 64 + fg.GAP  # 32-px maps zoomed to the 64-px image size
-    assert frames.shape[1:] == (fg.HEADER + 8 * cell + fg.GAP, 8 * cell + fg.GAP, 3)
+    cell = 64 + GAP  # 32-px maps zoomed to the 64-px image size
+    assert frames.shape[1:] == (HEADER + 8 * cell + GAP, 8 * cell + GAP, 3)
 
 
 # --------------------------------------------------------------------------- Grad-CAM
 
-def numpy_grad_cam(prepared, reader):
+def numpy_grad_cam(prepared, tensor):
     """Grad-CAM on conv2_2 in numpy from a full checkpoint's weights: the class, its probability and the map."""
-    maps = numpy_conv_stack(prepared, reader)
-    weights3_1, biases3_1 = reader.get_tensor("fc1/weights3_1"), reader.get_tensor("fc1/biases3_1")
-    weights3_2, biases3_2 = reader.get_tensor("softmax/weights3_2"), reader.get_tensor("softmax/biases3_2")
-    fc1 = np.maximum(maps["pool2"].reshape(-1) @ weights3_1 + biases3_1, 0)
-    logits = fc1 @ weights3_2 + biases3_2
+    maps, fc1, logits = numpy_forward(prepared, tensor)
+    weights3_1, weights3_2 = tensor("fc1/weights3_1"), tensor("softmax/weights3_2")
     best = int(np.argmax(logits))
-    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    probabilities = softmax(logits)
     # Backward from the class's logit: softmax layer, fc1's ReLU, fc1, the flattening, pool2.
     d_pool2 = (weights3_1 @ (weights3_2[:, best] * (fc1 > 0))).reshape(maps["pool2"].shape)
     conv2_2 = maps["conv2_2"]
@@ -351,8 +315,7 @@ def numpy_upsample_2x(values):
 
 def expected_grad_cam(run, image):
     """The class, its probability, the map at conv2_2 and the heat map at the image's size, from numpy."""
-    reader = tf.train.load_checkpoint(str(run.checkpoint_dir / "model.ckpt-18"))
-    best, probability, cam = numpy_grad_cam(prepared_image(run, image), reader)
+    best, probability, cam = numpy_grad_cam(prepared_image(run, image), checkpoint_tensor(run.checkpoint_dir / "model.ckpt-18"))
     heat = numpy_upsample_2x(cam)
     return ["shiba_inu", "samoyed"][best], probability, cam, heat / heat.max()
 
@@ -361,9 +324,9 @@ def expected_grad_cam(run, image):
 def test_grad_cam_is_the_class_logits_gradient_weighted_conv2_2_map(breed, short_run):
     image = short_run.data_dir / "test" / breed / sorted(os.listdir(short_run.data_dir / "test" / breed))[0]
     label, probability, cam, heat = expected_grad_cam(short_run, image)
-    classifier = predict.Classifier(short_run.checkpoint_dir)
+    network = classifier.Classifier(short_run.checkpoint_dir)
 
-    result = fg.grad_cam(classifier, imf.load_image(str(image), 64))
+    result = grad_cam.grad_cam(network, imf.load_image(str(image), 64))
 
     assert (result.label, result.probability) == (label, pytest.approx(probability, rel=1e-4))
     np.testing.assert_allclose(result.cam, cam, rtol=1e-3, atol=1e-4 * cam.max())
@@ -378,9 +341,10 @@ def test_image_writes_the_grad_cam_png_the_picture_beside_it_under_its_heat_map(
 
     png = np.asarray(Image.open(out / f"{image.stem}_gradcam.png").convert("RGB"))
 
-    assert png.shape == (fg.HEADER + 64 * zoom + 2 * fg.GAP, 2 * (64 * zoom + fg.GAP) + fg.GAP, 3)
+    assert png.shape == (HEADER + 64 * zoom + 2 * GAP, 2 * (64 * zoom + GAP) + GAP, 3)
     np.testing.assert_array_equal(tile(png, 0, 64, 64, zoom, 2), picture)
-    overlay = 0.5 * picture + 0.5 * fg.heat_colours(heat)
+    jet = 255 * np.stack([np.clip(1.5 - np.abs(4 * heat - centre), 0, 1) for centre in (3, 2, 1)], axis=-1)
+    overlay = 0.5 * picture + 0.5 * jet  # blue, cyan, yellow, red as the heat rises
     assert np.abs(tile(png, 1, 64, 64, zoom, 2) - overlay).max() <= 1
 
 

@@ -1,7 +1,5 @@
 """tests/mirror.py run as a script, the way the README's Offline section serves it."""
-import contextlib
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -11,22 +9,9 @@ import urllib.request
 
 import mirror
 from conftest import REPO
+from helpers import serving
 
 SCRIPT = os.path.join(REPO, "tests", "mirror.py")
-
-
-@contextlib.contextmanager
-def serving(*args):
-    """The mirror script running with ``args``; yields (its URL, the process)."""
-    process = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               stdin=subprocess.DEVNULL, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 60)
-        assert ready, "the mirror printed no URL within 60 s"
-        yield process.stdout.readline().strip(), process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_port_0_serves_the_small_archives_at_their_own_size_on_a_free_port(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import imFunctions as imf
 import predict
 from conftest import run_script
+from helpers import checkpoint_tensor, numpy_forward, softmax
 
 CLASSES = ["shiba_inu", "samoyed"]
 
@@ -84,7 +85,11 @@ def test_plain_output_is_path_class_and_probability_per_line(short_run, capsys):
     status = predict.main(["--checkpoint-dir", str(short_run.checkpoint_dir), str(image)])
 
     path, label, probability = capsys.readouterr().out.rstrip("\n").split("\t")
-    assert status == 0 and path == str(image) and label in CLASSES and 0.5 <= float(probability) <= 1
+    prepared = imf.load_image(str(image), 64).astype(np.float32) - np.load(short_run.checkpoint_dir / "mean_image.npy")
+    probabilities = softmax(numpy_forward(prepared, checkpoint_tensor(short_run.checkpoint_dir / "model.ckpt-18"))[2])
+    assert status == 0 and path == str(image)
+    assert label == CLASSES[int(np.argmax(probabilities))]
+    assert float(probability) == pytest.approx(probabilities.max(), abs=1e-4)  # printed to 4 places
 
 
 def test_folders_are_searched_recursively_in_sorted_order_for_any_case_of_suffix(short_run, tmp_path, capsys):
@@ -190,3 +195,20 @@ def test_bad_flags_are_one_line_and_exit_status_2(flags, message, capsys):
 
     assert exit_status.value.code == 2
     assert error_line(capsys).endswith(f"error: {message}\n")
+
+
+def test_a_run_json_that_differs_from_the_checkpoints_record_loses_to_it_with_one_warning(short_run, tmp_path,
+                                                                                         capsys):
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(short_run.checkpoint_dir, folder)
+    recorded = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**recorded, "classes": ["samoyed", "shiba_inu"], "seed": 7}))
+    image = a_test_image(short_run, "samoyed")
+
+    predict.main(["--checkpoint-dir", str(folder), "--json", str(image)])
+    with_edited, err = capsys.readouterr()
+    predict.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--json", str(image)])
+
+    assert err == (f"Warning: {folder / 'run.json'} is not what the checkpoints record: using the run model.ckpt-18 "
+                   f"records (seed {recorded['seed']})\n")
+    assert json.loads(with_edited) == json.loads(capsys.readouterr().out)  # the classes in the recorded order

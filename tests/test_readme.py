@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from conftest import REPO
-from test_mirror import serving
+from helpers import serving
 
 README = open(os.path.join(REPO, "README.md")).read()
 

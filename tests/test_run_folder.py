@@ -3,7 +3,7 @@ divergence and full disks. Every case runs visualize_convnets.py (or filter_gif.
 """
 import json
 import os
-import random
+import re
 import shutil
 import signal
 import subprocess
@@ -16,10 +16,10 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 import filter_gif as fg
-import imFunctions as imf
+import files
 import visualize_convnets as vc
 from conftest import REPO, run_script, short_training_run, training_args
-from test_data import decompression_bomb_png
+from helpers import decompression_bomb_png
 
 STEPS_PER_EPOCH = 6  # 44 readable training images of shiba_inu and samoyed, batches of 8
 
@@ -47,8 +47,14 @@ def error_line(result):
     return result.stderr.strip().splitlines()[-1]
 
 
+def step_files(folder, name):
+    """The steps of the ``<name>-<step>`` checkpoints in ``folder`` whose index file is written, in order."""
+    return sorted(int(match.group(1)) for match in (re.fullmatch(rf"{re.escape(name)}-(\d+)\.index", entry)
+                                                    for entry in os.listdir(folder)) if match)
+
+
 def checkpoint_steps(directory):
-    return sorted(step for step, _ in vc.find_checkpoints(str(directory / "checkpoints")))
+    return step_files(directory / "checkpoints", "model.ckpt")
 
 
 def saved_steps(result):
@@ -126,7 +132,7 @@ def test_snapshots_taken_after_the_restored_checkpoint_are_dropped(run32, tmp_pa
 
     assert result.returncode == 0, result.stderr
     assert "Removed 3 filter snapshot(s) after step 12" in result.stdout
-    assert [step for step, _ in fg.find_snapshots(str(directory / "checkpoints"))] == list(range(0, 13, 2))
+    assert step_files(directory / "checkpoints" / "snapshots", "filters") == list(range(0, 13, 2))
 
 
 # --------------------------------------------------------------------------- run.json
@@ -220,7 +226,8 @@ def test_a_second_run_is_refused_naming_the_first_and_kill_9_loses_nothing(run32
         second = run_script("visualize_convnets.py", args, cwd=tmp_path)
         while_training = fg.main(["--checkpoint-dir", str(tmp_path / "checkpoints"), "--out", str(tmp_path / "gifs"),
                                   "--layers", "conv1_1"])
-        time.sleep(random.uniform(0, 1.5))  # kill -9 at a random moment: mid-step, mid-save, mid-snapshot
+        # kill -9 at a moment that falls mid-step, mid-save or mid-snapshot; seeded, so a failure can be rerun
+        time.sleep(np.random.default_rng(9).uniform(0, 1.5))
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -297,7 +304,7 @@ def test_a_run_takes_a_last_snapshot_at_its_end(run32, tmp_path):
     result = train_again(run32, directory, epochs=3, snapshot_every=4)
 
     assert result.returncode == 0, result.stderr
-    assert [step for step, _ in fg.find_snapshots(str(directory / "checkpoints"))] == [0, 4, 8, 12, 16, 18]
+    assert step_files(directory / "checkpoints" / "snapshots", "filters") == [0, 4, 8, 12, 16, 18]
 
 
 # --------------------------------------------------------------------------- divergence
@@ -356,7 +363,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_half_written_
     checkpoint_bytes = sum(path.stat().st_size for path in run32.checkpoint_dir.glob("model.ckpt-18.*"))
     assert result.returncode == 1, result.stderr
     assert error_line(result).startswith(f"visualize_convnets.py: error: disk full: cannot write a checkpoint in "
-                                         f"{checkpoints}: it needs {imf.human_bytes(checkpoint_bytes)}, ")
+                                         f"{checkpoints}: it needs {files.human_bytes(checkpoint_bytes)}, ")
     assert "tempstate" not in result.stdout  # the folder's listing, taken before the small disk went away
 
 

@@ -15,22 +15,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import cli
 import imFunctions as imf
 import mirror
 import visualize_convnets as vc
 from conftest import REPO, run_script, short_training_run, training_args
+from helpers import checkpoint_tensor, events, numpy_conv_relu
 
 STEPS_PER_EPOCH = 6  # 44 readable training images of shiba_inu and samoyed, batches of 8
-
-
-def events(logdir, run):
-    """Every (step, tag, value) written to ``logdir/run``, read back with TF's summary iterator."""
-    found = []
-    for name in os.listdir(os.path.join(logdir, run)):
-        for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, run, name)):
-            for value in event.summary.value:
-                found.append((event.step, value.tag, value))
-    return found
 
 
 def graph_def(logdir):
@@ -161,12 +153,11 @@ def test_the_train_run_shows_the_probe_images_feature_maps_on_snapshot_steps(sho
 
 
 def test_the_probe_is_the_first_test_image_of_the_first_class_through_that_steps_weights(short_run):
-    from test_filter_gif import numpy_conv_relu
     dataset = imf.loadDataset(["shiba_inu", "samoyed"], 64, short_run.data_dir)
     probe = dataset.test_x[np.flatnonzero(dataset.test_y[:, 0])[0]]
-    reader = tf.train.load_checkpoint(str(short_run.checkpoint_dir / "snapshots" / "filters-8"))
-    conv1_1 = numpy_conv_relu(probe, reader.get_tensor("conv1_1/weights1_1"), reader.get_tensor("conv1_1/biases1_1"))
-    conv1_2 = numpy_conv_relu(conv1_1, reader.get_tensor("conv1_2/weights1_2"), reader.get_tensor("conv1_2/biases1_2"))
+    tensor = checkpoint_tensor(short_run.checkpoint_dir / "snapshots" / "filters-8")
+    conv1_1 = numpy_conv_relu(probe, tensor("conv1_1/weights1_1"), tensor("conv1_1/biases1_1"))
+    conv1_2 = numpy_conv_relu(conv1_1, tensor("conv1_2/weights1_2"), tensor("conv1_2/biases1_2"))
     [picture] = [value.image for step, tag, value in events(short_run.logdir, "train")
                  if tag == "feature_maps/conv1_2" and step == 8]
 
@@ -250,8 +241,16 @@ def test_prints_the_tutorials_lines_each_epoch(short_run):
     assert len([line for line in lines if line.startswith("Test Set Accuracy: ")]) == 3
 
 
-def test_says_it_trains_on_the_cpu_when_there_is_no_gpu(short_run):
-    assert "No GPU visible to TensorFlow: training on the CPU" in short_run.stdout.splitlines()
+def device_line():
+    """The first line a run prints, from what TensorFlow reports in this process."""
+    found = tf.config.list_physical_devices("GPU")
+    if not found:
+        return "No GPU visible to TensorFlow: training on the CPU"
+    return f"Training on {len(found)} GPU(s): {', '.join(gpu.name for gpu in found)}"
+
+
+def test_the_first_line_says_where_it_trains_as_tensorflow_reports_it(short_run):
+    assert short_run.stdout.splitlines()[0] == device_line()
 
 
 TENSORFLOW_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl|[IWEF]\d{4} \d\d:\d\d:\d\d)", re.M)
@@ -391,7 +390,7 @@ def test_sigterm_before_training_stops_the_run_at_once(tmp_path):
         training.send_signal(signal.SIGTERM)
         status = training.wait(timeout=10)
 
-    assert first_line.startswith("No GPU visible")
+    assert first_line == device_line() + "\n"
     assert status == 128 + signal.SIGTERM
     assert training.stdout.read() == "Stopped by SIGTERM before training began; nothing to save\n"
 
@@ -438,14 +437,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(flags, message, tmp_pat
 
 def test_a_run_too_large_for_the_memory_is_refused_naming_the_figures(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = vc.build_parser().parse_args(["--image-size", "1000", "--batch-size", "50"])
-
-    with pytest.raises(vc.UsageError) as error:
-        vc.check_memory(args, available=8 * 2 ** 30)
+    with pytest.raises(cli.UsageError) as error:
+        vc.check_memory(1000, 50, n_images=400, available=8 * 2 ** 30)
 
     assert str(error.value) == ("--image-size 1000 with --batch-size 50 needs about 82.0 GB of memory (the dataset "
                                 "6.0 GB, the graph's variables 32.8 GB, a training step 43.2 GB); this machine has 8.6 GB")
-    vc.check_memory(vc.build_parser().parse_args([]), available=8 * 2 ** 30)  # the tutorial's run fits in 8 GiB
+    vc.check_memory(224, 10, n_images=400, available=8 * 2 ** 30)  # the tutorial's run fits in 8 GiB
 
 
 def test_bad_input_from_the_command_line_prints_only_the_error(tmp_path):

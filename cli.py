@@ -1,0 +1,100 @@
+"""What every entry point shares: one-line errors and their exit statuses, argparse in that form, signals.
+
+A failure we foresaw is one line in argparse's form (``prog: error: ...``): exit status 2
+for bad input (UsageError), 1 for a failure on the way (Failure: a download, a full disk,
+an unreadable checkpoint), 128 + the signal's number for a stop by SIGTERM or Ctrl-C.
+"""
+import argparse
+import os
+import signal
+import sys
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line: one line, exit status 2."""
+
+
+class Failure(Exception):
+    """A failure we foresaw, worded for the person running the script: one line, exit status 1."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, except where there is none to show (its help says what happens)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def parse_checked(parser, validate_args, argv=None):
+    """Parse, then validate: a UsageError becomes argparse's one-line error and exit status 2."""
+    args = parser.parse_args(argv)
+    try:
+        validate_args(args)
+    except UsageError as error:
+        parser.error(str(error))
+    return args
+
+
+def require_at_least_one(args, names):
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def print_error(error):
+    """The one line a user sees for a failure we foresaw, in argparse's form."""
+    message = " ".join(str(error).split())
+    print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
+
+
+def report(error):
+    """Print a foreseen failure's one line; returns its exit status."""
+    print_error(error)
+    return EXIT_USAGE if isinstance(error, UsageError) else EXIT_FAILURE
+
+
+# --------------------------------------------------------------------------- signals
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT while nothing is in progress that could be saved."""
+
+    def __init__(self, number):
+        super().__init__(number)
+        self.number = number
+        self.name = signal.Signals(number).name
+
+    @property
+    def exit_status(self):
+        return 128 + self.number
+
+
+def stop_at_once(number, frame):
+    raise Stopped(number)
+
+
+def stop_on_signals():
+    """SIGTERM and SIGINT end the process at once, as Stopped. (As PID 1 in a container, python would
+    otherwise ignore docker stop's SIGTERM.)"""
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, stop_at_once)
+
+
+class Interrupted:
+    """Turns SIGTERM and SIGINT into a flag that a loop checks when it can stop cleanly."""
+
+    def __init__(self):
+        self.signal = None
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self.catch)
+
+    def catch(self, number, frame):
+        self.signal = number

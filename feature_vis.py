@@ -1,0 +1,146 @@
+"""Feature visualisation through training: each channel's preferred input at every snapshot.
+
+For each channel of a conv layer, an input image is found by gradient ascent on that
+channel's mean activation (before its ReLU, so a channel that is negative everywhere still
+gets a gradient), starting at every snapshot from the previous snapshot's result.
+filter_gif.py --feature-vis LAYER writes them as a GIF, a PNG of its last frame and the
+last inputs as .npy.
+"""
+import os
+import sys
+
+import numpy as np
+
+import cli
+import drawing
+import feature_maps
+import files
+import tf_start  # noqa: F401 -- TensorFlow's start-up notes held back
+import tensorflow as tf
+import visualize_convnets as vc
+from progress import Progress
+
+v1 = tf.compat.v1
+
+# lucid's colour decorrelation (Olah et al., "Feature Visualization", Distill 2017): the square
+# root of ImageNet's RGB covariance, scaled to unit column norm. Optimising in these
+# decorrelated colours, like optimising in Fourier space, keeps the high frequencies and
+# colour noise that plain pixel-space ascent produces out of the pictures.
+COLOR_CORRELATION_SQRT = np.float32([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+COLOR_CORRELATION_SQRT /= np.linalg.norm(COLOR_CORRELATION_SQRT, axis=0).max()
+DEAD_GREY = 128
+
+
+def add_arguments(parser):
+    parser.add_argument("--feature-vis", nargs="+", default=None, metavar="LAYER",
+                        help="conv layers whose channels' preferred inputs to animate through training "
+                             "(gradient ascent on each channel's mean activation, at every snapshot)")
+    parser.add_argument("--feature-vis-first-steps", type=int, default=100,
+                        help="ascent steps on the first snapshot, from noise")
+    parser.add_argument("--feature-vis-steps", type=int, default=20,
+                        help="ascent steps on each later snapshot, starting from the previous one's result")
+    parser.add_argument("--feature-vis-lr", type=float, default=0.2, help="Adam's learning rate for the ascent")
+    parser.add_argument("--feature-vis-jitter", type=int, default=None,
+                        help="largest random shift of the input each step, in pixels (default: image size / 16)")
+    parser.add_argument("--feature-vis-seed", type=int, default=0, help="seeds the starting noise and the jitter")
+
+
+def validate(args):
+    for layer in args.feature_vis or []:
+        if layer not in feature_maps.CONV_CHANNELS:
+            raise cli.UsageError(f"unknown --feature-vis layer {layer!r}; available: "
+                                 f"{', '.join(feature_maps.CONV_CHANNELS)}")
+    cli.require_at_least_one(args, ("feature_vis_first_steps", "feature_vis_steps"))
+    if not args.feature_vis_lr > 0:
+        raise cli.UsageError(f"--feature-vis-lr must be positive, got {args.feature_vis_lr}")
+    if args.feature_vis_jitter is not None and args.feature_vis_jitter < 0:
+        raise cli.UsageError(f"--feature-vis-jitter must be at least 0, got {args.feature_vis_jitter}")
+
+
+def fourier_scale(size):
+    """1/frequency per rfft2 coefficient: white noise in this basis is a natural image's spectrum."""
+    frequencies = np.hypot(np.fft.fftfreq(size)[:, None], np.fft.rfftfreq(size)[None, :])
+    return np.float32(size / np.maximum(frequencies, 1.0 / size))
+
+
+class FeatureVis:
+    """One input per channel of ``layer``, optimised at once to excite that channel.
+
+    The inputs live as a Fourier spectrum in decorrelated colours, squashed by a sigmoid into
+    raw pixels 0..255 and then centred by the training mean, so they stay within what the
+    network saw in training. The weights are placeholders, as in feature_maps.FeatureMaps, so
+    one graph serves every snapshot; the spectrum and Adam's moments stay between snapshots,
+    so each snapshot starts from the previous one's result.
+    """
+
+    def __init__(self, layer, image_size, mean_image, learning_rate, seed):
+        channels = feature_maps.CONV_CHANNELS[layer][1]
+        scale = fourier_scale(image_size)
+        # Every channel starts from the same noise, so tiles differ through the weights alone.
+        noise = np.random.default_rng(seed).normal(0, 0.01, (1, 2, 3) + scale.shape).astype(np.float32)
+        self.graph = tf.Graph()
+        self.params = {}
+        with self.graph.as_default():
+            self.spectrum = tf.Variable(np.repeat(noise, channels, axis=0), name="spectrum")
+            planes = tf.signal.irfft2d(tf.complex(self.spectrum[:, 0] * scale, self.spectrum[:, 1] * scale),
+                                       fft_length=[image_size, image_size]) / 4.0  # lucid's scaling
+            colours = tf.tensordot(tf.transpose(planes, [0, 2, 3, 1]), COLOR_CORRELATION_SQRT.T, axes=1)
+            self.pixels = 255.0 * tf.sigmoid(colours)
+            # Jitter: a random shift each step, so no picture relies on exact pixel positions.
+            self.shift = v1.placeholder_with_default(tf.zeros([2], tf.int32), [2], name="shift")
+            # Shift the raw pixels, then centre them, so every shifted input is still a valid one.
+            shifted = tf.roll(self.pixels, self.shift, axis=[1, 2]) - mean_image
+            self.inputs = self.pixels - mean_image
+            # Weight placeholders, as FeatureMaps has, so optimise() can feed any snapshot's weights.
+            layers, _ = vc.conv_stack(shifted, feature_maps.weight_placeholders(self.params))
+            # The ReLU's input: a channel that is negative everywhere still gets a gradient.
+            pre_relu = layers[layer].op.inputs[0]
+            own_mean = tf.linalg.diag_part(tf.reduce_mean(pre_relu, axis=[1, 2]))  # channel c on input c
+            self.peak = tf.reduce_max(layers[layer], axis=[0, 1, 2])  # each channel over every input
+            self.ascend = v1.train.AdamOptimizer(learning_rate).minimize(-tf.reduce_sum(own_mean),
+                                                                         var_list=[self.spectrum])
+            initialise = v1.global_variables_initializer()
+        self.session = v1.Session(graph=self.graph)
+        self.session.run(initialise)
+
+    def optimise(self, params, steps, jitter, rng):
+        """``(raw pixels [c, s, s, 3], network inputs, dead channels)`` after ``steps`` more ascent steps."""
+        feed = feature_maps.weight_feed(self.params, params)
+        for _ in range(steps):
+            feed[self.shift] = rng.integers(-jitter, jitter + 1, 2)
+            self.session.run(self.ascend, feed)
+        del feed[self.shift]
+        pixels, inputs, peak = self.session.run([self.pixels, self.inputs, self.peak], feed)
+        return pixels, inputs, np.flatnonzero(peak <= 0)
+
+
+def feature_vis_frame(layer, step, pixels, dead):
+    tiles = drawing.to_uint8(pixels, 0.0, 255.0)
+    tiles[dead] = DEAD_GREY  # a flat tile: a dead channel has no preferred input to show
+    return drawing.titled(drawing.tile_grid(tiles, 1, columns=8), f"{layer} feature vis  step {step}")
+
+
+def feature_vis_gifs(args, snapshots, image_size, mean_image):
+    """Per --feature-vis layer: a GIF of every channel's preferred input through training."""
+    jitter = args.feature_vis_jitter if args.feature_vis_jitter is not None else image_size // 16
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+    for layer in args.feature_vis:
+        vis = FeatureVis(layer, image_size, mean_image, args.feature_vis_lr, args.feature_vis_seed)
+        rng = np.random.default_rng(args.feature_vis_seed)
+        frames = []
+        with Progress(snapshots, desc=f"{layer} feature vis", unit="snapshot") as progress:
+            for index, (step, params) in enumerate(progress):
+                progress.set_postfix_str(f"step {step}", refresh=False)
+                steps = args.feature_vis_first_steps if index == 0 else args.feature_vis_steps
+                pixels, inputs, dead = vis.optimise(params, steps, jitter, rng)
+                frames.append(feature_vis_frame(layer, step, pixels, dead))
+        if len(dead):
+            print(f"{layer}: {len(dead)} dead channel(s) at step {step}, zero for every input tried: "
+                  f"{' '.join(map(str, dead))}", file=sys.stderr)
+        stem = os.path.join(args.out, f"{layer}_feature_vis")
+        drawing.write_gif(f"{stem}.gif", frames, args.fps)
+        drawing.write_png(f"{stem}.png", frames[-1])
+        files.write_npy_atomically(f"{stem}.npy", inputs)
+        written += [f"{stem}.gif", f"{stem}.png", f"{stem}.npy"]
+    return written

@@ -1,0 +1,139 @@
+"""Files written so that a crash, a kill or a full disk never leaves a half-written one.
+
+Everything the project writes goes through here: bytes are written under a temporary name
+beside the target, flushed to disk and renamed into place, so a reader sees the old file or
+the new one, never part of one. Temporary names have one form (``.<name>.tmp-<pid>-<hex>``)
+and one sweeper, so what a killed writer left is found and removed. A full disk is DiskFull:
+one line naming the folder, the size needed and the space free.
+"""
+import errno
+import fcntl
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+
+import numpy as np
+
+import cli
+
+
+class DiskFull(cli.Failure):
+    """A write that found no space: names the folder, what was needed and what is free."""
+
+
+def temporary_name(path):
+    """A hidden name beside ``path``, unique to this writer, ending as ``path`` does (so savers
+    that go by the suffix still do)."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{os.path.splitext(name)[1]}")
+
+
+def is_temporary_name(name):
+    """A name temporary_name makes (the leading dot optional: caches of earlier versions had none)."""
+    return re.fullmatch(r"\.?.+\.tmp-\d+-[0-9a-f]{8}(\.\w+)?", name) is not None
+
+
+def sweep_temporaries(folder, also=lambda name: False):
+    """Remove the temporary files and folders in ``folder`` (and the names ``also`` accepts), which only a
+    writer that died can have left: call it where no other writer can be at work. Returns
+    ``(entries removed, bytes freed)``."""
+    removed, freed = 0, 0
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if is_temporary_name(name) or also(name):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                freed += sum(os.path.getsize(os.path.join(root, file)) for root, _, names in os.walk(path)
+                             for file in names)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                freed += os.path.getsize(path)
+                remove(path)
+            removed += 1
+    return removed, freed
+
+
+def write_bytes_atomically(path, data):
+    """Write under a temporary name, flush it to disk, rename it into place: a failure leaves the old file."""
+    temporary = temporary_name(path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        remove(temporary)
+        if is_disk_full(error):
+            raise disk_full(os.path.dirname(path) or ".", len(data), os.path.basename(path)) from None
+        raise
+
+
+def write_json_atomically(path, value):
+    write_bytes_atomically(path, (json.dumps(value, indent=1) + "\n").encode())
+
+
+def write_npy_atomically(path, array):
+    """An array as a .npy file, encoded in memory (np.save would add .npy to a temporary name) and renamed."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes_atomically(path, buffer.getvalue())
+
+
+def read_json(path):
+    """The JSON value in ``path``, or None when it is missing or not JSON."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
+    except (FileNotFoundError, IsADirectoryError, ValueError):
+        return None
+
+
+def remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def try_lock(handle, kind=fcntl.LOCK_EX):
+    """flock ``handle`` without waiting: True when taken, False when another process holds it.
+
+    The kernel releases an flock however its holder ends, kill -9 included: a stale lock never blocks.
+    """
+    try:
+        fcntl.flock(handle, kind | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+# --------------------------------------------------------------------------- full disks
+
+def is_disk_full(error):
+    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+
+
+def nearest_existing(path):
+    """``path`` made absolute, or its nearest ancestor that exists: what decides where it could be written."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    return existing
+
+
+def disk_full(folder, needed_bytes, what):
+    """The one-line error for a full disk: which folder, how much it needed, how much is free."""
+    free = shutil.disk_usage(nearest_existing(folder)).free
+    return DiskFull(f"disk full: cannot write {what} in {folder}: it needs {human_bytes(needed_bytes)}, "
+                    f"{human_bytes(free)} free")
+
+
+def human_bytes(count):
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} PB"

@@ -1,0 +1,127 @@
+"""Helpers the test modules share, written apart from the code under test: reference computations in
+numpy, the drawing layout as the README states it, event files read back, one-line errors, odd files."""
+import contextlib
+import io
+import os
+import select
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageDraw
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GAP = 2  # white pixels between the tiles of every grid
+HEADER = 14  # pixels of the title strip above a titled frame
+
+
+# --------------------------------------------------------------------------- pictures
+
+def grey_levels(values, low, high):
+    """``values`` mapped linearly onto 0..255 between ``low`` and ``high``, as ints (rounded, clipped)."""
+    scaled = 255.0 * (np.asarray(values, np.float64) - low) / max(high - low, 1e-12)
+    return np.clip(np.round(scaled), 0, 255).astype(int)
+
+
+def title_strip(width, text):
+    """The title strip a titled frame starts with: ``text`` in black, at (GAP, 1) on white, HEADER high."""
+    strip = Image.new("RGB", (width, HEADER), "white")
+    ImageDraw.Draw(strip).text((GAP, 1), text, fill="black")
+    return np.asarray(strip).astype(int)
+
+
+def tile(frame, index, height, width, zoom, columns, header=HEADER):
+    """The pixels of tile ``index`` in a grid of ``columns`` tiles, one sample per zoomed pixel."""
+    top = header + GAP + (index // columns) * (height * zoom + GAP)
+    left = GAP + (index % columns) * (width * zoom + GAP)
+    return frame[top:top + height * zoom:zoom, left:left + width * zoom:zoom]
+
+
+# --------------------------------------------------------------------------- the network in numpy
+
+def numpy_conv_relu(images, weights, biases):
+    """A 3x3 SAME convolution and ReLU of one [h, w, c] image written out in numpy."""
+    padded = np.pad(images, ((1, 1), (1, 1), (0, 0)))
+    height, width = images.shape[:2]
+    total = sum(padded[dy:dy + height, dx:dx + width] @ weights[dy, dx] for dy in range(3) for dx in range(3))
+    return np.maximum(total + biases, 0)
+
+
+def numpy_max_pool(maps):
+    """2x2 max pooling at stride 2 of an even-sized [h, w, c] map."""
+    height, width, channels = maps.shape
+    return maps.reshape(height // 2, 2, width // 2, 2, channels).max(axis=(1, 3))
+
+
+def numpy_conv_stack(prepared, tensor):
+    """conv1_1 ... pool2 of the tutorial in numpy; ``tensor(name)`` gives a checkpoint's value."""
+    maps, output = {}, prepared
+    for layer in ("conv1_1", "conv1_2", "conv2_1", "conv2_2"):
+        output = maps[layer] = numpy_conv_relu(output, tensor(f"{layer}/weights{layer[4:]}"),
+                                               tensor(f"{layer}/biases{layer[4:]}"))
+        if layer.endswith("_2"):
+            output = maps[f"pool{layer[4]}"] = numpy_max_pool(output)
+    return maps
+
+
+def numpy_forward(prepared, tensor):
+    """The conv stack's maps, fc1's output and the logits of one prepared image, without dropout."""
+    maps = numpy_conv_stack(prepared, tensor)
+    fc1 = np.maximum(maps["pool2"].reshape(-1) @ tensor("fc1/weights3_1") + tensor("fc1/biases3_1"), 0)
+    return maps, fc1, fc1 @ tensor("softmax/weights3_2") + tensor("softmax/biases3_2")
+
+
+def softmax(logits):
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+def checkpoint_tensor(prefix):
+    """``tensor(name)`` of a checkpoint, read with TensorFlow's own reader."""
+    return tf.train.load_checkpoint(str(prefix)).get_tensor
+
+
+# --------------------------------------------------------------------------- files and processes
+
+def events(logdir, run):
+    """Every (step, tag, value) written to ``logdir/run``, read back with TF's summary iterator."""
+    found = []
+    for name in os.listdir(os.path.join(logdir, run)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, run, name)):
+            for value in event.summary.value:
+                found.append((event.step, value.tag, value))
+    return found
+
+
+def one_line(text):
+    """``text``, which must be exactly one line."""
+    assert text.count("\n") == 1 and text.endswith("\n"), text
+    return text
+
+
+def decompression_bomb_png(path, side=20000):
+    """A tiny PNG that claims ``side`` x ``side`` pixels: past Pillow's limit, it must never be decoded."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", side, side)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    path.write_bytes(bytes(data))
+
+
+@contextlib.contextmanager
+def serving(*args):
+    """The mirror script (tests/mirror.py) running with ``args``; yields (its URL, the process)."""
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "mirror.py"), *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        assert ready, "the mirror printed no URL within 60 s"
+        yield process.stdout.readline().strip(), process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
