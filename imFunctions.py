@@ -42,9 +42,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 import cli
-import progress
-from files import (disk_full, is_disk_full, is_temporary_name, read_json, remove, sweep_temporaries, temporary_name,
-                   try_lock, write_bytes_atomically, write_json_atomically)
+from files import (DiskFull, disk_full, is_disk_full, is_temporary_name, read_json, remove, sweep_temporaries,
+                   temporary_name, try_lock, write_bytes_atomically, write_json_atomically)
+from progress import Progress
 
 DATA_DIR = "data"
 OFFICIAL_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/data"
@@ -321,7 +321,7 @@ class DownloadProgress:
     def start(self, done, total=None):
         self.close()
         self.total = total if total is not None else self.total
-        self.bar = progress.Progress(total=self.total, initial=done, desc=self.label, unit="B", unit_scale=True,
+        self.bar = Progress(total=self.total, initial=done, desc=self.label, unit="B", unit_scale=True,
                                      unit_divisor=1000)
         self.started, self.started_at_bytes = time.monotonic(), done
 
@@ -732,11 +732,11 @@ def _write_cache(cache_dir, arrays, skipped):
                     shutil.rmtree(os.path.join(parent, other), ignore_errors=True)
             shutil.rmtree(cache_dir, ignore_errors=True)
             os.rename(temporary, cache_dir)
-    except (OSError, cli.Failure) as error:
+    except (OSError, DiskFull) as error:
         shutil.rmtree(temporary, ignore_errors=True)
         needed = sum(array.nbytes for array in arrays.values())
         # numpy reports a short write on a full disk without an errno: the free space tells.
-        if isinstance(error, cli.Failure) or is_disk_full(error) or shutil.disk_usage(parent).free < needed:
+        if isinstance(error, DiskFull) or is_disk_full(error) or shutil.disk_usage(parent).free < needed:
             reason = disk_full(parent, needed, "the dataset cache")
         else:
             reason = f"cannot write the dataset cache in {parent}: {_one_line(error)}"

@@ -187,9 +187,9 @@ def load_run(checkpoint_dir, checkpoints=None):
     run, run_problem = read_run_file(checkpoint_dir)
     if record is not None:
         if run != record.run:
-            print(f"Warning: {os.path.join(checkpoint_dir, RUN_FILE)} is {run_problem or 'not what the checkpoints record'}"
-                  f": using the run {os.path.basename(record.prefix)} records (seed {record.run['seed']})",
-                  file=sys.stderr)
+            why = run_problem or "not what the checkpoints record"
+            print(f"Warning: {os.path.join(checkpoint_dir, RUN_FILE)} is {why}: using the run "
+                  f"{os.path.basename(record.prefix)} records (seed {record.run['seed']})", file=sys.stderr)
         return record.run, record.mean_image
     mean_image, mean_problem = read_mean_file(checkpoint_dir, run["image_size"]) if run else (None, None)
     if run is None or mean_image is None:

@@ -17,7 +17,9 @@ since this machine is noisy and shared), on synthetic float32 data:
            end-of-epoch test accuracy) for two epochs of 34 steps into a temporary folder; the second
            epoch (steady state: no start-up, no first-call kernel set-up) is timed from the end of the
            first epoch's test accuracy to the end of its own, against the same number of bare training
-           steps; the run's final checkpoint is timed on its own and its cost per epoch put on paper at
+           steps; checkpoints and snapshots timed through a RunFolder subclass, the summary steps and
+           test accuracy through the tutorial's public functions on a warm session (nothing patched);
+           the run's final checkpoint is timed on its own and its cost per epoch put on paper at
            this machine's speed and at a GPU's (--gpu-tflops)
 
     python bench/benchmark.py --quick          # about 2 minutes on 2 cores

@@ -110,7 +110,8 @@ def test_per_frame_norm_scales_each_frame_on_its_own(short_run, tmp_path):
     means = snapshot_kernels(short_run, "conv1_2", SNAPSHOT_STEPS[-1]).mean(axis=2)
 
     last = frames_of(tmp_path / "conv1_2.gif")[-1]
-    assert np.abs(tile(last, 7, 3, 3, SCALE, 8)[..., 0] - grey_levels(means[..., 7], means.min(), means.max())).max() <= 1
+    expected = grey_levels(means[..., 7], means.min(), means.max())
+    assert np.abs(tile(last, 7, 3, 3, SCALE, 8)[..., 0] - expected).max() <= 1
 
 
 def test_every_k_takes_every_kth_snapshot(short_run, tmp_path):
@@ -315,7 +316,8 @@ def numpy_upsample_2x(values):
 
 def expected_grad_cam(run, image):
     """The class, its probability, the map at conv2_2 and the heat map at the image's size, from numpy."""
-    best, probability, cam = numpy_grad_cam(prepared_image(run, image), checkpoint_tensor(run.checkpoint_dir / "model.ckpt-18"))
+    tensor = checkpoint_tensor(run.checkpoint_dir / "model.ckpt-18")
+    best, probability, cam = numpy_grad_cam(prepared_image(run, image), tensor)
     heat = numpy_upsample_2x(cam)
     return ["shiba_inu", "samoyed"][best], probability, cam, heat / heat.max()
 
