@@ -46,13 +46,26 @@ def tile_grid(tiles, zoom, columns):
 
 
 def feature_grid(maps, tile=64, columns=8):
-    """[h, w, channels] feature maps as one grey uint8 grid, each map shrunk to at most ``tile`` pixels
-    (so a 224-px run's event files stay small) and all on one scale, 0 to the largest value."""
-    high = float(maps.max()) or 1.0
+    """[h, w, channels] feature maps as one grey uint8 grid (channel_tiles), each map shrunk to at most
+    ``tile`` pixels so a 224-px run's event files stay small."""
     side = min(tile, maps.shape[0])
-    shrunk = [np.asarray(Image.fromarray(to_uint8(maps[..., channel], 0.0, high)).resize((side, side), Image.BOX))
-              for channel in range(maps.shape[-1])]
+    shrunk = [np.asarray(Image.fromarray(picture).resize((side, side), Image.BOX)) for picture in channel_tiles(maps)]
     return tile_grid(np.stack(shrunk)[..., None], 1, columns)[..., 0]
+
+
+def channel_tiles(maps):
+    """[h, w, channels] activations (ReLU or pool outputs, so 0 is the floor) as [channels, h, w] uint8,
+    each channel on its own scale: 0 black, that channel's own largest value white.
+
+    Own scales rather than one for the layer: on real photos a few channels run several times
+    stronger than the rest, and one scale spanning them all leaves the others nearly black, so
+    TensorBoard's probe grids and the feature PNGs showed a handful of bright tiles. A channel that
+    is zero everywhere stays black, so a dead channel still reads as dead; what is lost is the
+    comparison of strength between tiles, which brightness on one scale could not show anyway.
+    (The GIFs keep one scale over all their frames: there change through training is the point.)
+    """
+    return np.stack([to_uint8(maps[..., channel], 0.0, float(maps[..., channel].max()) or 1.0)
+                     for channel in range(maps.shape[-1])])
 
 
 def titled(grid, text):

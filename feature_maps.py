@@ -195,9 +195,9 @@ def feature_pngs(image_path, image, network, checkpoint_dir, out):
     stem = os.path.splitext(os.path.basename(image_path))[0]
     written = []
     for layer in vc.FEATURE_LAYERS:
-        tiles = channel_maps(maps[layer], ["all"])
+        tiles = drawing.channel_tiles(maps[layer])[..., None]  # each channel on its own scale, as TensorBoard's
         zoom = max(1, image.shape[0] // 2 // tiles.shape[1])
-        grid = drawing.tile_grid(drawing.to_uint8(tiles, float(tiles.min()), float(tiles.max())), zoom, columns=8)
+        grid = drawing.tile_grid(tiles, zoom, columns=8)
         path = os.path.join(out, f"{stem}_features_{layer}.png")
         drawing.write_png(path, drawing.titled(grid, f"{layer}  step {step}"))
         written.append(path)

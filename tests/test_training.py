@@ -20,7 +20,7 @@ import imFunctions as imf
 import mirror
 import visualize_convnets as vc
 from conftest import REPO, run_script, short_training_run, training_args
-from helpers import checkpoint_tensor, events, numpy_conv_relu
+from helpers import checkpoint_tensor, events, grey_levels, numpy_conv_relu
 
 STEPS_PER_EPOCH = 6  # 44 readable training images of shiba_inu and samoyed, batches of 8
 
@@ -162,11 +162,25 @@ def test_the_probe_is_the_first_test_image_of_the_first_class_through_that_steps
                  if tag == "feature_maps/conv1_2" and step == 8]
 
     drawn = tf.io.decode_png(picture.encoded_image_string).numpy()[..., 0].astype(int)
-    # 64-px maps need no shrinking: each tile is its channel on one scale, 0 to the layer's largest value.
-    expected = np.uint8(np.clip(255 * conv1_2 / conv1_2.max(), 0, 255)).astype(int)
     for channel in range(32):
         top, left = 2 + (channel // 8) * 66, 2 + (channel % 8) * 66
-        assert np.abs(drawn[top:top + 64, left:left + 64] - expected[..., channel]).max() <= 1, channel
+        assert np.abs(drawn[top:top + 64, left:left + 64] - probe_tile(conv1_2[..., channel])).max() <= 1, channel
+
+
+def probe_tile(activations):
+    """A 64-px probe tile as the README states it: no shrinking, the channel on its own scale, 0 black and its
+    own largest value white; a channel that is zero everywhere black."""
+    return grey_levels(activations, 0.0, activations.max() or 1.0)
+
+
+def test_every_live_channel_of_the_probe_reaches_white_and_dead_ones_stay_black(short_run):
+    for layer, channels, side in (("conv1_2", 32, 64), ("conv2_2", 64, 32)):
+        [picture] = [value.image for step, tag, value in events(short_run.logdir, "train")
+                     if tag == f"feature_maps/{layer}" and step == 18]
+        drawn = tf.io.decode_png(picture.encoded_image_string).numpy()[..., 0]
+        brightest = [drawn[2 + (c // 8) * (side + 2):][:side, 2 + (c % 8) * (side + 2):][:, :side].max()
+                     for c in range(channels)]
+        assert set(brightest) <= {0, 255} and 255 in brightest, (layer, brightest)
 
 
 def test_train_summaries_measure_the_batch_with_dropout_off_before_its_update(prepared_data_dir, tmp_path):
