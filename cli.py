@@ -5,6 +5,7 @@ for bad input (UsageError), 1 for a failure on the way (Failure: a download, a f
 an unreadable checkpoint), 128 + the signal's number for a stop by SIGTERM or Ctrl-C.
 """
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -98,3 +99,16 @@ class Interrupted:
 
     def catch(self, number, frame):
         self.signal = number
+
+
+@contextlib.contextmanager
+def signal_handlers_restored():
+    """SIGTERM's and SIGINT's handlers as they were before the block, whatever it set. In a notebook, main()
+    runs in a kernel that lives on: after the run, the kernel's Interrupt must raise KeyboardInterrupt again
+    rather than be taken for a stop (Stopped, or Interrupted's flag that no loop checks any more)."""
+    saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)

@@ -125,3 +125,16 @@ def serving(*args):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- notebooks
+
+def inject_parameters(notebook, parameters):
+    """A cell after the one tagged ``parameters`` that sets ``parameters``, as papermill injects one."""
+    import nbformat
+
+    index = next(i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", []))
+    source = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    notebook.cells.insert(index + 1, cell)
+    return notebook
