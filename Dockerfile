@@ -45,6 +45,11 @@ RUN tf_version=$(python -c 'import tensorflow as tf; print(tf.__version__)') \
  && python -m pip install -r requirements.txt -c /tmp/base-constraints.txt \
  && rm /tmp/base-constraints.txt /tmp/cuda-constraints.txt
 
+# Jupyter for visualizing_convnets.ipynb (compose's notebook service), from its own pinned file, kept to
+# requirements.txt's versions of what both name.
+COPY requirements-notebook.txt ./
+RUN python -m pip install -r requirements-notebook.txt -c requirements.txt
+
 # Files written to mounted folders belong to this uid/gid: build with your own
 # (--build-arg USER_UID=$(id -u) --build-arg USER_GID=$(id -g)).
 ARG USER_UID=1000
@@ -61,12 +66,20 @@ RUN groupadd --non-unique --gid "$USER_GID" convnets \
 # Only the project's code: data, logs, checkpoints and GIFs come in as volumes
 # (figures/, the demos' two PNGs, too if you mount it; else it stays in the container).
 COPY *.py ./
+# The notebook, and its folder writable by the user, so Jupyter can save it (inside the container: mount a
+# folder, or download it, to keep your edits).
+COPY visualizing_convnets.ipynb ./
+RUN chown "$USER_UID:$USER_GID" /workspace visualizing_convnets.ipynb
 
 USER ${USER_UID}:${USER_GID}
 # New named volumes copy these folders' ownership, so they start writable.
 VOLUME ["/workspace/data", "/workspace/logs", "/workspace/checkpoints", "/workspace/gifs"]
 # TensorBoard: docker run ... tensorboard --logdir /workspace/logs --bind_all
 EXPOSE 6006
+# Jupyter (docker run -p 8888:8888 -p 6007:6007 ... jupyter lab ..., README: The notebook), and the notebook's
+# own %tensorboard, which these flags put on all the container's interfaces at 6007, beside 6006.
+ENV NOTEBOOK_TENSORBOARD_FLAGS="--bind_all --port 6007"
+EXPOSE 8888 6007
 
 # Exec form: python is PID 1 and gets docker stop's SIGTERM itself, and saves
 # a checkpoint before it exits. (It sets its handlers first thing: PID 1 ignores

@@ -14,6 +14,8 @@
 #      time, and every next run resumes from it; every host file is the uid's
 #   3. docker-compose up -d tensorboard answers on port 6006 from the logs
 #   4. docker-compose run --rm gif writes GIFs that decode
+#   5. docker-compose up -d notebook serves Jupyter's login page on port 8888;
+#      the token in its log opens its API, which holds the notebook, writable
 #   then stop the engine (by its pid) and clean up, also on failure.
 #
 # Needs root, docker.io, docker-compose and debootstrap (apt), and a Python with
@@ -128,7 +130,8 @@ say "engine up ($engine, data root $cache/docker-$engine) in $((SECONDS - starte
 # Compose mounts ../data etc. next to docker/: a scratch checkout keeps the
 # repository's own data, logs and checkpoints out of it.
 mkdir -p "$work"
-cp -r Dockerfile .dockerignore requirements.txt ./*.py docker "$work/"
+cp -r Dockerfile .dockerignore requirements.txt requirements-notebook.txt ./*.py visualizing_convnets.ipynb docker \
+    "$work/"
 # This engine has no route out of its bridges: training and builds use the host's
 # network (the mirror listens on its 127.0.0.1, PyPI is outside). The command is
 # compose.yaml's with small settings; $EPOCHS picks a short or an endless run.
@@ -146,7 +149,7 @@ mkdir -p "$work"/{data,logs,checkpoints,gifs,figures}
 chown "$uid:$gid" "$work"/{data,logs,checkpoints,gifs,figures}
 
 services=$(cd "$work" && docker-compose -f docker/compose.yaml config --services | sort | xargs)
-[[ $services == "gif tensorboard train" ]] || die "0. docker-compose config of docker/compose.yaml: services '$services'"
+[[ $services == "gif notebook tensorboard train" ]] || die "0. docker-compose config of docker/compose.yaml: services '$services'"
 compose config -q || die "0. docker-compose config rejects docker/compose.yaml with the override"
 say "0. docker-compose $(docker-compose version --short) config: services $services"
 
@@ -309,3 +312,48 @@ for name in gifs:
 print("test-image: 4. GIFs decode:", ", ".join(report))
 EOF
 say "4. docker-compose run --rm gif: GIFs from read-only checkpoints ($((SECONDS - t)) s)"
+
+# -------------------------------------------- 5. compose up -d notebook, port 8888
+t=$SECONDS
+"$python" -c 'import socket; socket.create_server(("127.0.0.1", 8888)).close()' 2>/dev/null \
+    || die "5. port 8888 on this machine is in use: the notebook's published port needs it"
+# No JUPYTER_TOKEN from this shell: the server makes one and logs it, as a user first sees it.
+JUPYTER_TOKEN='' compose up --no-build -d notebook > "$tmp/notebook-up.log" 2>&1 \
+    || { cat "$tmp/notebook-up.log" >&2; die "5. docker-compose up -d notebook failed"; }
+for _ in $(seq 180); do
+    compose logs --no-color notebook > "$tmp/notebook.log" 2>&1
+    grep -qE '[?&]token=[0-9a-f]{16,}' "$tmp/notebook.log" && break
+    sleep 1
+done
+token=$(grep -oE '[?&]token=[0-9a-f]{16,}' "$tmp/notebook.log" | head -1 | cut -d= -f2)
+[[ -n $token ]] || { tail -10 "$tmp/notebook.log" >&2; die "5. the notebook service logged no login token"; }
+"$python" - http://127.0.0.1:8888 "$token" <<'EOF' || { tail -10 "$tmp/notebook.log" >&2; die "5. Jupyter on port 8888 did not serve its login page, or its logged token did not open the notebook"; }
+import json, sys, time, urllib.error, urllib.request
+url, token = sys.argv[1:]
+deadline = time.monotonic() + 120
+while True:
+    try:
+        with urllib.request.urlopen(url + "/login", timeout=5) as response:
+            page = response.read().decode()
+        if "<title>Jupyter" in page and "token" in page.lower():
+            break
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit("no login page on " + url)
+    time.sleep(1)
+notebook = url + "/api/contents/visualizing_convnets.ipynb?content=0"
+try:
+    urllib.request.urlopen(notebook, timeout=10)
+    sys.exit("the API answered without the token")
+except urllib.error.HTTPError as error:
+    if error.code != 403:
+        sys.exit(f"the API answered {error.code} without the token, not 403")
+with urllib.request.urlopen(f"{notebook}&token={token}", timeout=10) as response:
+    contents = json.load(response)
+if contents["type"] != "notebook" or not contents["writable"]:
+    sys.exit(f"not a writable notebook: {contents}")
+print(f"test-image: 5. Jupyter's login page answered on {url}; the token from its log opened {contents['path']} (writable)")
+EOF
+compose stop notebook > /dev/null 2>&1
+say "5. docker-compose up -d notebook served Jupyter on port 8888, its token in its log ($((SECONDS - t)) s)"

@@ -182,7 +182,8 @@ def test_dockerignore_keeps_outputs_and_caches_out_of_the_context(path):
 @pytest.mark.parametrize("path", ["visualize_convnets.py", "imFunctions.py", "filter_gif.py", "predict.py",
                                   "run_folder.py", "tf_start.py", "cli.py", "files.py", "drawing.py", "progress.py",
                                   "resources.py", "classifier.py", "grad_cam.py", "feature_maps.py", "feature_vis.py",
-                                  "requirements.txt", "docker/cuda-constraints.txt"])
+                                  "requirements.txt", "docker/cuda-constraints.txt", "requirements-notebook.txt",
+                                  "visualizing_convnets.ipynb"])
 def test_dockerignore_keeps_what_the_build_copies(path):
     assert not dockerignored(path, dockerignore_patterns())
 
@@ -266,3 +267,50 @@ def test_gif_mounts_checkpoints_and_gifs():
     gif = mounts("gif")
     assert gif["/workspace/checkpoints"][0] == ROOT / "checkpoints"
     assert gif["/workspace/gifs"] == (ROOT / "gifs", "rw")
+
+
+# --------------------------------------------------------------------------- the notebook
+
+def env_defaults(parsed):
+    """``{name: value}`` of the Dockerfile's ENV lines (name=value form, values possibly quoted)."""
+    found = {}
+    for arguments in only("ENV", parsed):
+        for name, value in re.findall(r'(\w+)=("[^"]*"|\S+)', arguments):
+            found[name] = value.strip('"')
+    return found
+
+
+def test_jupyter_is_pinned_in_its_own_requirements_file_not_in_the_scripts():
+    pins = [line.split("#")[0].strip() for line in (ROOT / "requirements-notebook.txt").read_text().splitlines()]
+    pins = [pin for pin in pins if pin]
+    assert {"jupyterlab", "ipykernel", "nbclient"} <= {pin.split("==")[0] for pin in pins}
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", pin) for pin in pins), pins
+    assert not re.search(r"^(jupyter|ipykernel|nbclient|notebook)", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
+
+
+def test_the_image_installs_jupyter_within_the_scripts_pins_and_copies_the_notebook():
+    assert any("-r requirements-notebook.txt" in run and "-c requirements.txt" in run for run in only("RUN"))
+    assert any("visualizing_convnets.ipynb" in copy.split()[:-1] for copy in only("COPY"))
+
+
+def test_notebook_serves_jupyterlab_on_port_8888_of_all_interfaces():
+    notebook = compose()["services"]["notebook"]
+    assert notebook["command"][:2] == ["jupyter", "lab"]
+    assert {"--ip=0.0.0.0", "--port=8888", "--no-browser"} <= set(notebook["command"])
+    assert "8888:8888" in [str(port) for port in notebook["ports"]]
+
+
+def test_notebook_mounts_the_same_folders_as_train():
+    assert mounts("notebook") == mounts("train")
+
+
+def test_notebook_takes_its_token_and_the_mirror_from_the_shell():
+    assert {"JUPYTER_TOKEN", "OXFORD_PETS_URL"} <= set(compose()["services"]["notebook"]["environment"])
+
+
+def test_notebook_publishes_the_port_its_inline_tensorboard_listens_on_for_all_interfaces():
+    flags = env_defaults(dockerfile())["NOTEBOOK_TENSORBOARD_FLAGS"].split()
+    port = flags[flags.index("--port") + 1]
+    assert "--bind_all" in flags
+    assert f"{port}:{port}" in [str(published) for published in compose()["services"]["notebook"]["ports"]]
+    assert port not in [str(published).split(":")[0] for published in compose()["services"]["tensorboard"]["ports"]]

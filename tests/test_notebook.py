@@ -21,14 +21,16 @@ import urllib.request
 from pathlib import Path
 
 import mirror
-import nbformat
 import pytest
 from conftest import REPO
 from helpers import inject_parameters
-from nbclient import NotebookClient
 from PIL import Image
 
 import cli
+
+JUPYTER = "Jupyter runs the notebook: pip install -r requirements-notebook.txt"
+nbformat = pytest.importorskip("nbformat", reason=JUPYTER)
+NotebookClient = pytest.importorskip("nbclient", reason=JUPYTER).NotebookClient
 
 NOTEBOOK = os.path.join(REPO, "visualizing_convnets.ipynb")
 DEFAULTS = {"image_size": 224, "epochs": 400, "data_dir": "data", "logdir": "logs", "checkpoint_dir": "checkpoints",
