@@ -260,6 +260,16 @@ def test_image_writes_one_png_per_conv_and_pool_layer_with_every_channel(gifs):
             assert png.size == (8 * cell + GAP, HEADER + channels // 8 * cell + GAP), layer
 
 
+def test_the_per_layer_pngs_draw_each_channel_on_its_own_scale(gifs, numpy_maps):
+    out, image = gifs
+    conv1_2 = numpy_maps[-1]["conv1_2"]  # the latest full checkpoint is step 18, the last snapshot's weights
+    png = np.asarray(Image.open(out / f"{image.stem}_features_conv1_2.png"))
+
+    for channel in range(32):
+        expected = grey_levels(conv1_2[..., channel], 0.0, conv1_2[..., channel].max() or 1.0)
+        assert np.abs(tile(png, channel, 64, 64, 1, 8)[..., 0].astype(int) - expected).max() <= 1, channel
+
+
 def test_without_a_full_checkpoint_the_feature_pngs_come_from_the_latest_snapshot(short_run, gifs, tmp_path, capsys):
     checkpoints = copied_checkpoints(short_run, tmp_path)
     for name in os.listdir(checkpoints):  # no full checkpoint left
