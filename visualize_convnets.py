@@ -76,7 +76,8 @@ def build_parser():
     parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="also save a full checkpoint every N epochs (default: by the clock only)")
     parser.add_argument("--keep-checkpoints", type=int, default=3, help="full checkpoints kept")
-    parser.add_argument("--mixed-precision", nargs="?", const="auto", default=None, choices=("auto", "float16", "bfloat16"),
+    parser.add_argument("--mixed-precision", nargs="?", const="auto", default=None,
+                        choices=("auto", "float16", "bfloat16"),
                         help="compute in 16 bits, the weights kept in float32 (the tutorial computes in float32): "
                              "TensorFlow's graph rewrite for the hardware (auto: float16 with loss scaling on a GPU "
                              "with tensor cores, bfloat16 on a CPU with AVX512_BF16 or AMX, else float32 and a "
