@@ -104,7 +104,9 @@ def bare_step(image_size, n_classes, images, labels, keep_conv, keep_fc):
         output = x
         for index, (_, _, cin, cout) in enumerate(vc.CONV_LAYERS):
             weights = tf.Variable(v1.truncated_normal([3, 3, cin, cout], stddev=0.1))
-            output = tf.nn.relu(tf.nn.conv2d(output, weights, 1, "SAME") + tf.Variable(tf.zeros([cout])))
+            # bias_add, as build_graph: Grappler fuses Conv2D, BiasAdd and Relu into one kernel, not an AddV2.
+            biases = tf.Variable(tf.zeros([cout]))
+            output = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(output, weights, 1, "SAME"), biases))
             if index % 2:
                 output = tf.nn.dropout(tf.nn.max_pool2d(output, 2, 2, "SAME"), rate=1.0 - keep1)
         flat = tf.reshape(output, [-1, int(np.prod(output.shape[1:]))])
