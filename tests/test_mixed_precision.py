@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import run_folder
 import visualize_convnets as vc
 from conftest import run_script, short_training_run
 from helpers import checkpoint_tensor, events
@@ -124,3 +125,16 @@ def test_a_float16_step_whose_gradients_overflow_changes_no_weight_but_counts_an
         assert np.array_equal(before, after) and global_step == 1 and halved == initial_scale / 2
         before, (after, global_step, kept) = step(images)
         assert not np.array_equal(before, after) and global_step == 2 and kept == halved
+
+
+def test_a_segment_is_added_only_where_the_precision_changes_and_one_that_saved_nothing_is_dropped():
+    history = [{"from_step": 0, "precision": "float32"}, {"from_step": 60, "precision": "mixed_float16"}]
+
+    same = run_folder.add_segment(history, 120, {"precision": "mixed_float16"})
+    changed = run_folder.add_segment(history, 120, {"precision": "float32"})
+    # Resumed at step 60: the segment that began there saved no checkpoint this run continues from.
+    redone = run_folder.add_segment(history, 60, {"precision": "float32"})
+
+    assert same == history
+    assert changed == history + [{"from_step": 120, "precision": "float32"}]
+    assert redone == [{"from_step": 0, "precision": "float32"}]
