@@ -93,15 +93,22 @@ class FeatureVis:
             self.inputs = self.pixels - mean_image
             # Weight placeholders, as FeatureMaps has, so optimise() can feed any snapshot's weights.
             layers, _ = vc.conv_stack(shifted, feature_maps.weight_placeholders(self.params))
-            # The ReLU's input: a channel that is negative everywhere still gets a gradient.
-            pre_relu = layers[layer].op.inputs[0]
-            own_mean = tf.linalg.diag_part(tf.reduce_mean(pre_relu, axis=[1, 2]))  # channel c on input c
+            own_mean = self.objective(layers, layer, shifted)
             self.peak = tf.reduce_max(layers[layer], axis=[0, 1, 2])  # each channel over every input
             self.ascend = v1.train.AdamOptimizer(learning_rate).minimize(-tf.reduce_sum(own_mean),
                                                                          var_list=[self.spectrum])
             initialise = v1.global_variables_initializer()
         self.session = v1.Session(graph=self.graph)
         self.session.run(initialise)
+
+    def objective(self, layers, layer, images):
+        """Input c's objective: channel c's mean before its ReLU (so a channel that is negative everywhere
+        still gets a gradient), [c]. Only that channel is computed for that input: the layer's other
+        channels, c - 1 of every c it would compute, are not needed, so the ascent skips them."""
+        index = vc.FEATURE_LAYERS.index(layer)
+        below = layers[vc.FEATURE_LAYERS[index - 1]] if index else images  # the layer's input
+        weights, biases = self.params[layer]
+        return tf.reduce_mean(own_channel_maps(below, weights), axis=[1, 2]) + biases
 
     def optimise(self, params, steps, jitter, rng):
         """``(raw pixels [c, s, s, 3], network inputs, dead channels)`` after ``steps`` more ascent steps."""
@@ -112,6 +119,17 @@ class FeatureVis:
         del feed[self.shift]
         pixels, inputs, peak = self.session.run([self.pixels, self.inputs, self.peak], feed)
         return pixels, inputs, np.flatnonzero(peak <= 0)
+
+
+def own_channel_maps(inputs, weights):
+    """Output channel c of a 3x3 SAME convolution (no bias) of input c alone: [c, h, w] for [c, h, w, k] inputs
+    and [3, 3, k, c] weights. The inputs side by side as one image of c * k channels, each convolved with its
+    own 3x3 kernel (a depthwise convolution), then summed over k: 1/c of the full convolution's work."""
+    count, height, width, depth = inputs.shape
+    side_by_side = tf.reshape(tf.transpose(inputs, [1, 2, 0, 3]), [1, height, width, count * depth])
+    kernels = tf.reshape(tf.transpose(weights, [0, 1, 3, 2]), [3, 3, count * depth, 1])  # (c, k) at c * depth + k
+    convolved = tf.nn.depthwise_conv2d(side_by_side, kernels, [1, 1, 1, 1], "SAME")
+    return tf.transpose(tf.reduce_sum(tf.reshape(convolved, [height, width, count, depth]), axis=-1), [2, 0, 1])
 
 
 def feature_vis_frame(layer, step, pixels, dead):

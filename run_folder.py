@@ -58,6 +58,11 @@ MAX_SEED = 2 ** 31 - 1
 # A run's settings, kept inside each full checkpoint beside the weights they belong to.
 RUN_KEYS = {"classes": list, "image_size": int, "batch_size": int, "train_images": int, "seed": int}
 RUN_JSON_VARIABLE = "run/json"
+# What each training segment (one process's part of the run) computed in, from its first step, kept
+# in each checkpoint and in run.json: not the run's identity, since a run may resume with or without
+# --mixed-precision.
+SEGMENTS_KEY = "segments"
+SEGMENTS_VARIABLE = "run/segments"
 RUN_MEAN_VARIABLE = "run/mean_image"
 # What reading a damaged or half-written checkpoint raises (IndexError: a short data file).
 UNREADABLE = (tf.errors.OpError, ValueError, IndexError, OSError)
@@ -199,12 +204,35 @@ def load_run(checkpoint_dir, checkpoints=None):
     return run, mean_image
 
 
-def write_run(checkpoint_dir, run, mean_image):
-    """run.json and mean_image.npy, what inference reads beside the checkpoints; rewritten only when they
-    differ, each under a temporary name and renamed."""
+def as_segments(value):
+    """``[{"from_step": N, setting: value, ...}, ...]`` from a JSON value, or None where it is not one."""
+    if not isinstance(value, list):
+        return None
+    return [segment for segment in value if isinstance(segment, dict) and isinstance(segment.get("from_step"), int)]
+
+
+def read_segments(checkpoint_dir):
+    """run.json's segments ([] where it has none)."""
+    value = files.read_json(os.path.join(checkpoint_dir, RUN_FILE))
+    return as_segments(value.get(SEGMENTS_KEY) if isinstance(value, dict) else None) or []
+
+
+def add_segment(segments, step, settings):
+    """The segments up to a run resumed at ``step`` with ``settings``: those begun before it (one begun later, or
+    at it, saved nothing that this run continues), then this one unless the last already used these settings."""
+    kept = [segment for segment in segments if segment["from_step"] < step]
+    if not kept or {key: value for key, value in kept[-1].items() if key != "from_step"} != settings:
+        kept.append({"from_step": step, **settings})
+    return kept
+
+
+def write_run(checkpoint_dir, run, mean_image, segments=()):
+    """run.json (the run and its ``segments``) and mean_image.npy, what inference reads beside the
+    checkpoints; rewritten only when they differ, each under a temporary name and renamed."""
     os.makedirs(checkpoint_dir, exist_ok=True)
-    if read_run_file(checkpoint_dir)[0] != run:
-        files.write_json_atomically(os.path.join(checkpoint_dir, RUN_FILE), run)
+    described = {**run, SEGMENTS_KEY: list(segments)} if segments else run
+    if files.read_json(os.path.join(checkpoint_dir, RUN_FILE)) != described:
+        files.write_json_atomically(os.path.join(checkpoint_dir, RUN_FILE), described)
     recorded_mean, _ = read_mean_file(checkpoint_dir, run["image_size"])
     if recorded_mean is None or not np.array_equal(recorded_mean, mean_image):
         files.write_npy_atomically(os.path.join(checkpoint_dir, MEAN_FILE), mean_image)
@@ -212,12 +240,13 @@ def write_run(checkpoint_dir, run, mean_image):
 
 # --------------------------------------------------------------------------- restoring
 
-def restore_latest(session, saver, checkpoint_dir, checkpoints=None):
+def restore_latest(session, saver, checkpoint_dir, checkpoints=None, optional=()):
     """Restore the newest readable full checkpoint; returns its path, or None if there is none.
 
     Checkpoints are found from their files (the state file is only a hint); an
     unreadable one falls back to the one before, with a warning. One whose shapes do
-    not fit this graph belongs to another run's settings: a UsageError.
+    not fit this graph belongs to another run's settings: a UsageError. Variables named
+    in ``optional`` keep their initial values where a checkpoint lacks them.
     """
     checkpoints = find_checkpoints(checkpoint_dir) if checkpoints is None else checkpoints
     # Earlier runs' checkpoints count towards --keep-checkpoints, so they get deleted in turn.
@@ -227,7 +256,7 @@ def restore_latest(session, saver, checkpoint_dir, checkpoints=None):
     for _, prefix in checkpoints:
         try:
             shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-            check_shapes(prefix, shapes, graph_variables)
+            check_shapes(prefix, shapes, graph_variables, optional)
             # Checkpoints of earlier versions lack the run's variables: restore what they have. (In its
             # graph: outside it a Saver would try to restore eagerly, which TF1 variables cannot.)
             with session.graph.as_default():
@@ -242,9 +271,9 @@ def restore_latest(session, saver, checkpoint_dir, checkpoints=None):
     return None
 
 
-def check_shapes(prefix, shapes, graph_variables):
+def check_shapes(prefix, shapes, graph_variables, optional=()):
     for name, variable in graph_variables.items():
-        if name.startswith("run/"):
+        if name.startswith("run/") or (name in optional and name not in shapes):
             continue
         if name not in shapes:
             raise cli.UsageError(f"checkpoint {prefix} lacks {name}: it is not this tutorial's graph; "
@@ -412,14 +441,26 @@ class RunFolder:
 
     # ----------------------------------------------------------------- with the graph
 
-    def attach(self, graph, run, mean_image, snapshot_variables, keep_checkpoints, checkpoint_minutes):
+    def attach(self, graph, run, mean_image, snapshot_variables, keep_checkpoints, checkpoint_minutes,
+               segment=None, optional_variables=()):
         """Add the savers to ``graph`` (call it inside ``graph.as_default()``): full checkpoints of every
-        variable, the run's description among them, and snapshots of ``snapshot_variables``."""
+        variable, the run's description among them, and snapshots of ``snapshot_variables``.
+
+        ``segment``: the settings of this process's part of the run that may differ between parts (its
+        precision), recorded in run.json from the step it resumes at. ``optional_variables``: state a
+        checkpoint of another segment may lack (a loss scale), started afresh then.
+        """
         self.check_same_run(run)
         self.run, self.mean_image = run, mean_image
+        self.segment = segment or {}
+        self.optional = {variable.op.name for variable in optional_variables}
         with tf.device("/cpu:0"):  # a string variable has no GPU kernel
             v1.Variable(json.dumps(run, sort_keys=True), trainable=False, name=RUN_JSON_VARIABLE)
             v1.Variable(mean_image, trainable=False, name=RUN_MEAN_VARIABLE)
+            # Set once restored, from the checkpoint's own value: every checkpoint holds the run's history.
+            self.segments_variable = v1.Variable("", trainable=False, name=SEGMENTS_VARIABLE)
+            self.segments_json = v1.placeholder(tf.string, [], name="segments_json")
+            self.set_segments = self.segments_variable.assign(self.segments_json, read_value=False)
         # Relative paths in the state file keep the folder valid when moved or mounted elsewhere.
         self.saver = v1.train.Saver(max_to_keep=keep_checkpoints, save_relative_paths=True, name="full_saver")
         self.snapshot_saver = v1.train.Saver(snapshot_variables, max_to_keep=None, name="snapshot_saver")
@@ -434,16 +475,26 @@ class RunFolder:
         """Restore the newest readable checkpoint into ``session`` (its variables initialised); returns
         ``(its path or None, the global step)``. Then the folder matches the run: run.json and the mean image
         written, snapshots past the step dropped, the state file rebuilt where it says otherwise."""
-        restored = restore_latest(session, self.saver, self.checkpoint_dir, self.checkpoints)
+        restored = restore_latest(session, self.saver, self.checkpoint_dir, self.checkpoints, self.optional)
         step = int(session.run(v1.train.get_global_step(session.graph)))
         # The run's description is written only now that the graph is built and any restore worked.
-        write_run(self.checkpoint_dir, self.run, self.mean_image)
+        segments = add_segment(self.recorded_segments(session), step, self.segment) if self.segment else []
+        session.run(self.set_segments, {self.segments_json: json.dumps(segments)})
+        write_run(self.checkpoint_dir, self.run, self.mean_image, segments)
         drop_snapshots_after(self.checkpoint_dir, step)
         if restored:
             sync_state_file(self.checkpoint_dir, self.checkpoints)
             self.saved_step, self.saved_path = step, restored
         self.last_save = time.monotonic()
         return restored, step
+
+    def recorded_segments(self, session):
+        """The restored checkpoint's segments, else run.json's (a checkpoint of an earlier version has none)."""
+        try:
+            recorded = as_segments(json.loads(session.run(self.segments_variable).decode() or "null"))
+        except ValueError:
+            recorded = None
+        return read_segments(self.checkpoint_dir) if recorded is None else recorded
 
     def check_finite(self, session, step):
         if not session.run(self.all_finite):

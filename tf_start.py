@@ -47,6 +47,7 @@ def native_stderr_held_back():
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 with native_stderr_held_back():
     import tensorflow as tf
+    from tensorflow.core.protobuf import rewriter_config_pb2
 
 
 def quiet_python_logs():
@@ -54,10 +55,67 @@ def quiet_python_logs():
     tf.get_logger().setLevel("ERROR")
 
 
-def session_config():
+FLOAT32, MIXED_FLOAT16, MIXED_BFLOAT16 = "float32", "mixed_float16", "mixed_bfloat16"
+
+
+def session_config(precision=FLOAT32):
+    """The Session's settings; ``precision`` picks Grappler's mixed-precision rewrite of the graph.
+
+    Both rewrites compute the graph's matmuls and convolutions in 16 bits, casting at their
+    edges, and keep every variable float32: MIXED_FLOAT16 is the CUDA one that TF1's
+    enable_mixed_precision_graph_rewrite turns on (set here, per session, rather than through
+    its process-wide switch), MIXED_BFLOAT16 the oneDNN one for CPUs with bfloat16 units.
+    """
     config = tf.compat.v1.ConfigProto()
     config.gpu_options.allow_growth = True  # share the GPU with TensorBoard or a second run
+    rewrites = config.graph_options.rewrite_options
+    if precision == MIXED_FLOAT16:
+        rewrites.auto_mixed_precision = rewriter_config_pb2.RewriterConfig.ON
+    elif precision == MIXED_BFLOAT16:
+        rewrites.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
     return config
+
+
+def cpu_has_bfloat16():
+    """Whether this CPU computes in bfloat16 natively (AVX512_BF16 or AMX), as the oneDNN rewrite needs."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:  # not Linux: no way to tell, so no rewrite
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def gpu_has_float16(gpu):
+    """Whether a GPU has tensor cores for float16 (compute capability 7.0, Volta, or newer)."""
+    capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+    return capability is not None and tuple(capability) >= (7, 0)
+
+
+def choose_precision(requested):
+    """The precision a run computes in, for --mixed-precision ``requested`` (None, "auto", "float16" or
+    "bfloat16"): auto takes a GPU's float16 tensor cores, else a CPU's bfloat16 units, else float32 with
+    one warning line; a rewrite named where the hardware lacks it is one warning, and TensorFlow then
+    leaves the graph in float32 (float16's loss scaling still runs)."""
+    found = gpus()
+    float16_ready = bool(found) and all(gpu_has_float16(gpu) for gpu in found)
+    bfloat16_ready = not found and cpu_has_bfloat16()
+    if requested is None:
+        return FLOAT32
+    if requested == "auto":
+        if float16_ready or bfloat16_ready:
+            return MIXED_FLOAT16 if float16_ready else MIXED_BFLOAT16
+        where = "this GPU has no float16 tensor cores (compute capability 7.0+)" if found else \
+            "this CPU has neither AVX512_BF16 nor AMX, and no GPU is visible"
+        print(f"Warning: --mixed-precision needs 16-bit hardware, and {where}: training in float32", file=sys.stderr)
+        return FLOAT32
+    if requested == "float16" and not float16_ready:
+        print("Warning: --mixed-precision float16 needs a GPU with float16 tensor cores: TensorFlow leaves the graph "
+              "in float32 here, with the loss scaling", file=sys.stderr)
+    if requested == "bfloat16" and not bfloat16_ready:
+        print("Warning: --mixed-precision bfloat16 needs a CPU with AVX512_BF16 or AMX and no GPU: TensorFlow leaves "
+              "the graph in float32 here", file=sys.stderr)
+    return MIXED_FLOAT16 if requested == "float16" else MIXED_BFLOAT16
 
 
 @functools.cache

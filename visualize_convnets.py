@@ -76,6 +76,12 @@ def build_parser():
     parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="also save a full checkpoint every N epochs (default: by the clock only)")
     parser.add_argument("--keep-checkpoints", type=int, default=3, help="full checkpoints kept")
+    parser.add_argument("--mixed-precision", nargs="?", const="auto", default=None,
+                        choices=("auto", "float16", "bfloat16"),
+                        help="compute in 16 bits, the weights kept in float32 (the tutorial computes in float32): "
+                             "TensorFlow's graph rewrite for the hardware (auto: float16 with loss scaling on a GPU "
+                             "with tensor cores, bfloat16 on a CPU with AVX512_BF16 or AMX, else float32 and a "
+                             "warning); a run may resume with or without it")
     parser.add_argument("--seed", type=int, default=None,
                         help=f"seeds numpy and the graph, 0..{run_folder.MAX_SEED} (default: the resumed run's, "
                              f"else a random one, saved for resuming)")
@@ -282,9 +288,13 @@ def build_convnet(image_size, n_classes):
     return dict(X=X, Y_=Y_, keepRate1=keepRate1, keepRate2=keepRate2, layers=layers, logits=logits, Y=Y)
 
 
-def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None):
+def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None, precision=tf_start.FLOAT32):
     """The tutorial's graph in a new tf.Graph: the convnet, its loss, optimiser and accuracy, and the
-    summaries; returns a dict of its tensors and ops by name."""
+    summaries; returns a dict of its tensors and ops by name.
+
+    The graph is the same in every ``precision`` (a Session's rewrite casts it, tf_start.session_config),
+    but for the loss scaling that float16 needs.
+    """
     graph = tf.Graph()
     with graph.as_default():
         if seed is not None:
@@ -292,11 +302,13 @@ def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None):
         model = build_convnet(image_size, n_classes)
         loss, accuracy = loss_and_accuracy(model["logits"], model["Y"], model["Y_"])
         global_step = v1.train.get_or_create_global_step()
-        train_step = optimiser(loss, learning_rate, global_step)
+        train_step, loss_scale = optimiser(loss, learning_rate, global_step,
+                                           loss_scaling=precision == tf_start.MIXED_FLOAT16)
         filter1_1 = conv_variable(graph, "conv1_1", "weights1_1")
         summaries, test_summaries = build_summaries(loss, accuracy, filter1_1)
     return dict(model, graph=graph, loss=loss, accuracy=accuracy, global_step=global_step, train_step=train_step,
-                summaries=summaries, test_summaries=test_summaries, filter1_1=filter1_1)
+                summaries=summaries, test_summaries=test_summaries, filter1_1=filter1_1, precision=precision,
+                loss_scale=loss_scale)
 
 
 def conv_variable(graph, scope, name):
@@ -325,10 +337,27 @@ def loss_and_accuracy(logits, Y, Y_):
     return loss, accuracy
 
 
-def optimiser(loss, learning_rate, global_step):
-    """Adam on the loss: the training step, which also counts the global step."""
+def optimiser(loss, learning_rate, global_step, loss_scaling=False):
+    """Adam on the loss: the training step, which also counts the global step, and the loss scale's variables.
+
+    With ``loss_scaling`` (float16, --mixed-precision on a GPU) the loss is scaled up before the
+    backward pass so small gradients do not vanish in float16, and the gradients scaled back
+    down before Adam sees them; the scale halves whenever they overflow, and that step changes
+    no weight. Such a step still counts: a global step stays one batch of the epoch's order.
+    """
     with tf.name_scope("train"):
-        return v1.train.AdamOptimizer(learning_rate).minimize(loss, global_step=global_step, name="adam")
+        adam = v1.train.AdamOptimizer(learning_rate)
+        if not loss_scaling:
+            return adam.minimize(loss, global_step=global_step, name="adam"), []
+        # Adam's variables made here, in this scope, as the float32 step makes them: the loss scaling
+        # applies the update inside a tf.cond, which would name them outside it, and then a checkpoint
+        # of one precision would not restore into the other's graph.
+        adam._create_slots(loss.graph.get_collection(v1.GraphKeys.TRAINABLE_VARIABLES))
+        scaled = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(adam, "dynamic")
+        update = scaled.minimize(loss, name="adam")
+        with tf.control_dependencies([update]):
+            counted = tf.group(global_step.assign_add(1, read_value=False), name="count_step")
+        return counted, [variable for variable in scaled.variables() if variable not in adam.variables()]
 
 
 # --------------------------------------------------------------------------- 5. the TensorBoard summaries
@@ -428,8 +457,9 @@ def train(args, dataset, model, run, folder):
     graph = model["graph"]
     with graph.as_default():
         folder.attach(graph, run, dataset.mean_image, snapshot_variables(graph), args.keep_checkpoints,
-                      args.checkpoint_minutes)
-        with v1.Session(config=tf_start.session_config()) as session:
+                      args.checkpoint_minutes, segment={"precision": model["precision"]},
+                      optional_variables=model["loss_scale"])
+        with v1.Session(config=tf_start.session_config(model["precision"])) as session:
             session.run(v1.global_variables_initializer())
             restored, step = folder.resume(session)
             train_writer = v1.summary.FileWriter(os.path.join(args.logdir, "train"), graph)
@@ -578,7 +608,10 @@ def run_the_tutorial(args, folder):
     run = dict(run, classes=dataset.classLabels, train_images=len(dataset.train_x))
     print(f"Training on {len(dataset.train_x)} images, testing on {len(dataset.test_x)}: "
           f"{', '.join(dataset.classLabels)} at {args.image_size}px, seed {run['seed']}", flush=True)
-    model = build_graph(args.image_size, dataset.classes, args.learning_rate, run["seed"])
+    precision = tf_start.choose_precision(args.mixed_precision)
+    if precision != tf_start.FLOAT32:
+        print(f"Computing in {precision}: 16-bit matmuls and convolutions, float32 weights", flush=True)
+    model = build_graph(args.image_size, dataset.classes, args.learning_rate, run["seed"], precision)
     return train(args, dataset, model, run, folder)
 
 

@@ -47,11 +47,13 @@ import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import drawing  # noqa: E402
 import imFunctions as imf  # noqa: E402
 import run_folder  # noqa: E402
 import tf_start  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import visualize_convnets as vc  # noqa: E402
+from progress import Progress  # noqa: E402
 
 v1 = tf.compat.v1
 GFLOP_PER_IMAGE_224 = 7.8
@@ -78,15 +80,59 @@ def synthetic_batch(rng, count, image_size, n_classes):
 
 # --------------------------------------------------------------------------- the contenders
 
-def graph_step(image_size, batch_size, n_classes, images, labels, keep_conv, keep_fc):
+def graph_step(image_size, batch_size, n_classes, images, labels, keep_conv, keep_fc, precision=tf_start.FLOAT32):
     """A warm Session on build_graph; returns a function running one training step as run_epochs does."""
-    model = vc.build_graph(image_size, n_classes, 1e-5, seed=1)
+    model = vc.build_graph(image_size, n_classes, 1e-5, seed=1, precision=precision)
     with model["graph"].as_default():
-        session = v1.Session(config=tf_start.session_config())
+        session = v1.Session(config=tf_start.session_config(precision))
         session.run(v1.global_variables_initializer())
     fetches = [model["train_step"], model["loss"], model["accuracy"]]
     feed = {model["X"]: images, model["Y_"]: labels, model["keepRate1"]: keep_conv, model["keepRate2"]: keep_fc}
     return session, lambda: session.run(fetches, feed)
+
+
+def bare_step(image_size, n_classes, images, labels, keep_conv, keep_fc):
+    """The same model as a plain compat.v1 graph written here, none of the project's code: placeholders, four
+    3x3 SAME convolutions with ReLU, two 2x2 pools with dropout, fc 512 with dropout, softmax cross-entropy,
+    Adam 1e-5, fetching the step, the loss and the accuracy. The yardstick for build_graph's step."""
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(1)
+        x = v1.placeholder(tf.float32, [None, image_size, image_size, 3])
+        y_ = v1.placeholder(tf.float32, [None, n_classes])
+        keep1, keep2 = v1.placeholder(tf.float32, []), v1.placeholder(tf.float32, [])
+        output = x
+        for index, (_, _, cin, cout) in enumerate(vc.CONV_LAYERS):
+            weights = tf.Variable(v1.truncated_normal([3, 3, cin, cout], stddev=0.1))
+            # bias_add, as build_graph: Grappler fuses Conv2D, BiasAdd and Relu into one kernel, not an AddV2.
+            biases = tf.Variable(tf.zeros([cout]))
+            output = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(output, weights, 1, "SAME"), biases))
+            if index % 2:
+                output = tf.nn.dropout(tf.nn.max_pool2d(output, 2, 2, "SAME"), rate=1.0 - keep1)
+        flat = tf.reshape(output, [-1, int(np.prod(output.shape[1:]))])
+        fc1 = tf.nn.relu(flat @ tf.Variable(v1.truncated_normal([flat.shape[1], vc.FC_UNITS], stddev=0.1))
+                         + tf.Variable(tf.ones([vc.FC_UNITS])))
+        logits = tf.nn.dropout(fc1, rate=1.0 - keep2) @ tf.Variable(
+            v1.truncated_normal([vc.FC_UNITS, n_classes], stddev=0.1)) + tf.Variable(tf.ones([n_classes]))
+        loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y_, logits=logits))
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(y_, 1)), tf.float32))
+        step = v1.train.AdamOptimizer(1e-5).minimize(loss)
+        session = v1.Session(config=tf_start.session_config(), graph=graph)
+        session.run(v1.global_variables_initializer())
+    feed = {x: images, y_: labels, keep1: keep_conv, keep2: keep_fc}
+    return session, lambda: session.run([step, loss, accuracy], feed)
+
+
+def loss_after(steps, precision, image_size, n_classes, batches, keep_conv, keep_fc):
+    """build_graph's loss after ``steps`` training steps from seed 1 on ``batches`` in turn, in ``precision``."""
+    model = vc.build_graph(image_size, n_classes, 1e-5, seed=1, precision=precision)
+    with model["graph"].as_default(), v1.Session(config=tf_start.session_config(precision)) as session:
+        session.run(v1.global_variables_initializer())
+        for index in range(steps):
+            images, labels = batches[index % len(batches)]
+            loss = session.run([model["train_step"], model["loss"]], {
+                model["X"]: images, model["Y_"]: labels, model["keepRate1"]: keep_conv, model["keepRate2"]: keep_fc})[1]
+    return float(loss)
 
 
 def keras_model(image_size, batch_size, n_classes, keep_conv, keep_fc, jit_compile="auto"):
@@ -251,6 +297,69 @@ def loop_epoch(image_size, batch_size, n_classes, steps, train_x, train_y, test_
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# ------------------------------------------------------------------------- the loop's host work, at GPU speed
+
+# An H200 SXM's stated dense peaks and memory bandwidth (NVIDIA's datasheet).
+H200 = {"bf16_tflops": 989.0, "tf32_tflops": 494.0, "bandwidth_tb_s": 4.8}
+ADAM_BYTES_PER_WEIGHT = 7 * 4  # reads the weight, its gradient and both moments, writes back three, float32
+
+
+def host_work(image_size, batch_size, n_classes, train_x, train_y, test_x, keep_conv, keep_fc, defaults, calls,
+              folder):
+    """Milliseconds per training step of what the loop does on the host, whatever the device: each part timed
+    on its own (``calls`` times, after a warm-up) and spread over the steps it recurs on at the loop's
+    defaults (summaries every --summary-every steps, snapshots every --snapshot-every, the test accuracy
+    once an epoch)."""
+    model = vc.build_graph(image_size, n_classes, 1e-5, seed=1)
+    graph = model["graph"]
+    steps_per_epoch = -(-len(train_x) // batch_size)
+    rng = np.random.default_rng(1)
+    picked = rng.permutation(len(train_x))[:batch_size]
+    with graph.as_default(), v1.Session(config=tf_start.session_config()) as session:
+        needs_the_feed = model["X"][0, 0, 0, 0]  # a run that takes the fed batch and computes next to nothing
+        weight_summaries = [graph.get_tensor_by_name(f"summaries/{name}:0")
+                            for name in ("weights1_1", "conv1_1_filters")]
+        snapshot_saver = v1.train.Saver(vc.snapshot_variables(graph), max_to_keep=None)
+        session.run(v1.global_variables_initializer())
+        feed = {model["X"]: train_x[picked], model["Y_"]: train_y[picked], model["keepRate1"]: keep_conv,
+                model["keepRate2"]: keep_fc}
+        summary = session.run(model["summaries"], {**feed, model["keepRate1"]: 1.0, model["keepRate2"]: 1.0})
+        probe = vc.ProbeMaps(model, test_x[0])
+        maps = session.run(probe.fetches, probe.feed)
+        writer = v1.summary.FileWriter(os.path.join(folder, "host"))
+        progress = Progress(total=10 ** 9, file=io.StringIO(), bar_format=vc.STEP_PROGRESS)
+        trained = {"loss": 0.5, "accuracy": 0.5}
+        evaluation_runs = -(-len(test_x) // max(batch_size, 50))
+        rare = max(1, calls // 5)  # the slow parts that recur once a snapshot
+        parts = {  # part: (what it does, calls timed, its share of a step)
+            "batch copy (fancy index)": (lambda: (train_x[picked], train_y[picked]), calls, 1),
+            "feed and session.run": (lambda: session.run(needs_the_feed, feed), calls,
+                                     1 + 2 / defaults.summary_every + evaluation_runs / steps_per_epoch),
+            "weights1_1 histogram and filter picture": (lambda: session.run(weight_summaries), calls,
+                                                        1 / defaults.summary_every),
+            "event writes": (lambda: writer.add_summary(summary, 1), calls, 2 / defaults.summary_every),
+            "probe picture (grids, PNG)": (lambda: [vc.image_summary_value(layer, drawing.feature_grid(
+                maps[layer][0])) for layer in probe.LAYERS], rare, 1 / defaults.snapshot_every),
+            "filter snapshot": (lambda: snapshot_saver.save(session, os.path.join(folder, "snapshot", "f"),
+                                                            write_meta_graph=False, write_state=False),
+                                rare, 1 / defaults.snapshot_every),
+            "progress line": (lambda: vc.show_step(progress, trained, batch_size), calls, 1),
+        }
+        with writer, progress:
+            return {part: 1000 * per_call(function, count) / count * share
+                    for part, (function, count, share) in parts.items()}
+
+
+def gpu_step_ms(image_size, batch_size, n_classes):
+    """A training step's compute on paper on an H200: its FLOPs at the bf16 and TF32 peaks, and the traffic of
+    Adam's update of fc1 (nearly all the weights) at the memory bandwidth."""
+    flops = batch_size * train_flops_per_image(image_size, n_classes)
+    fc1_weights = (vc.fc1_inputs(image_size) + 1) * vc.FC_UNITS
+    return {"bf16_ms": 1000 * flops / (H200["bf16_tflops"] * 1e12),
+            "tf32_ms": 1000 * flops / (H200["tf32_tflops"] * 1e12),
+            "fc1_adam_ms": 1000 * fc1_weights * ADAM_BYTES_PER_WEIGHT / (H200["bandwidth_tb_s"] * 1e12)}
+
+
 # --------------------------------------------------------------------------- main
 
 def main(argv=None):
@@ -274,6 +383,13 @@ def main(argv=None):
                              "tensor cores are faster still, so the real share is larger)")
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
                         help="the training run's clock for full checkpoints, for the share they cost")
+    parser.add_argument("--mixed-precision", default="auto", choices=("auto", "float16", "bfloat16", "none"),
+                        help="the mixed-precision step timed beside float32, as training's --mixed-precision picks "
+                             "it (none: skip it)")
+    parser.add_argument("--loss-steps", type=int, default=20,
+                        help="training steps from seed 1 after which float32's and mixed precision's losses are "
+                             "compared")
+    parser.add_argument("--host-calls", type=int, default=20, help="calls timed of each part of the loop's host work")
     parser.add_argument("--keras-xla", action="store_true",
                         help="also time Keras with jit_compile=True (XLA on the CPU; slow to compile)")
     args = parser.parse_args(argv)
@@ -290,6 +406,13 @@ def main(argv=None):
     graph_session, graph_run = graph_step(args.image_size, args.batch_size, args.classes, images, labels,
                                           keep_conv, keep_fc)
     contenders = {"graph": graph_run}
+    bare_session, contenders["bare"] = bare_step(args.image_size, args.classes, images, labels, keep_conv, keep_fc)
+    precision = tf_start.choose_precision(None if args.mixed_precision == "none" else args.mixed_precision)
+    sessions = [bare_session]
+    if precision != tf_start.FLOAT32:
+        mixed_session, contenders["mixed"] = graph_step(args.image_size, args.batch_size, args.classes, images,
+                                                        labels, keep_conv, keep_fc, precision)
+        sessions.append(mixed_session)
     keras_models = {"keras": keras_model(args.image_size, args.batch_size, args.classes, keep_conv, keep_fc)}
     if args.keras_xla:
         keras_models["keras_xla"] = keras_model(args.image_size, args.batch_size, args.classes, keep_conv, keep_fc,
@@ -319,6 +442,17 @@ def main(argv=None):
         checkpoint_times.append(checkpoint_s)
     graph_session.close()
     matmul_session.close()
+    for session in sessions:
+        session.close()
+    batches = [synthetic_batch(np.random.default_rng(index), args.batch_size, args.image_size, args.classes)
+               for index in range(4)]
+    losses = {name: loss_after(args.loss_steps, name, args.image_size, args.classes, batches, keep_conv, keep_fc)
+              for name in {tf_start.FLOAT32, precision}}
+    defaults = vc.build_parser().parse_args([])
+    with tempfile.TemporaryDirectory(prefix="host-bench-") as folder:
+        host = host_work(args.image_size, args.batch_size, args.classes, train_x, train_y, test_x, keep_conv,
+                         keep_fc, defaults, args.host_calls, folder)
+    gpu = gpu_step_ms(args.image_size, args.batch_size, args.classes)
 
     per_image = {name: args.batch_size / min(seconds) for name, seconds in times.items() if name != "matmul"}
     median_per_image = {name: args.batch_size / statistics.median(seconds)
@@ -339,6 +473,21 @@ def main(argv=None):
     checkpoint_s = min(checkpoint_times)
     gpu_epoch_s = args.loop_steps * args.batch_size * train_flops_per_image(args.image_size, args.classes) \
         / (args.gpu_tflops * 1e12)
+    graph_vs_bare = statistics.median(b / g for g, b in zip(times["graph"], times["bare"]))
+    print(f"bare      {per_image['bare']:7.2f} images/s best: the project's float32 step at "
+          f"{graph_vs_bare:.3f}x a plain compat.v1 graph's speed (median of paired rounds)")
+    mixed_ratio = None
+    if "mixed" in times:
+        mixed_ratio = statistics.median(g / m for g, m in zip(times["graph"], times["mixed"]))
+        print(f"mixed     {per_image['mixed']:7.2f} images/s best: {precision} at {mixed_ratio:.2f}x float32's speed "
+              f"(median of paired rounds)")
+    print(f"loss after {args.loss_steps} steps from seed 1: " + ", ".join(f"{name} {value:.5f}"
+                                                                         for name, value in sorted(losses.items())))
+    host_ms = sum(host.values())
+    print(f"host work per step {host_ms:.2f} ms: " + ", ".join(f"{part} {ms:.2f}" for part, ms in host.items()))
+    print(f"an H200's compute per step on paper: {gpu['bf16_ms']:.3f} ms at its bf16 peak, {gpu['tf32_ms']:.3f} ms "
+          f"at TF32, and {gpu['fc1_adam_ms']:.3f} ms of fc1's Adam traffic at {H200['bandwidth_tb_s']:g} TB/s: the "
+          f"host's work is {host_ms / (gpu['tf32_ms'] + gpu['fc1_adam_ms']):.0f}x the TF32 step")
     print(f"checkpoint {checkpoint_bytes / 1e9:.2f} GB written in {checkpoint_s:.2f} s: each epoch it would add "
           f"{checkpoint_s / bare:.0%} to this machine's epoch; at GPU speed ({args.gpu_tflops:g} TFLOP/s, an epoch "
           f"in {gpu_epoch_s:.3f} s) it would take {checkpoint_s / gpu_epoch_s:.0f}x the epoch's training, while "
@@ -380,6 +529,20 @@ def main(argv=None):
         "tf_version": tf.__version__, "cpu_count": os.cpu_count(),
         "seconds": round(time.perf_counter() - began, 1),
     }
+    report.update({
+        "bare_img_per_s": round(per_image["bare"], 2),
+        "graph_vs_bare_paired_median": round(graph_vs_bare, 3),
+        "mixed_precision": precision,
+        "mixed_img_per_s": round(per_image["mixed"], 2) if "mixed" in per_image else None,
+        "mixed_vs_float32_paired_median": round(mixed_ratio, 3) if mixed_ratio else None,
+        "loss_steps": args.loss_steps,
+        **{f"loss_{name}": round(value, 6) for name, value in losses.items()},
+        "host_ms_per_step": round(host_ms, 3),
+        **{f"host_ms_{part.split(' (')[0].replace(' ', '_').replace('.', '')}": round(ms, 3)
+           for part, ms in host.items()},
+        **{f"h200_{key}": round(value, 4) for key, value in gpu.items()},
+        "host_vs_h200_tf32_step": round(host_ms / (gpu["tf32_ms"] + gpu["fc1_adam_ms"]), 1),
+    })
     if args.keras_xla:
         report["keras_xla_img_per_s"] = round(per_image["keras_xla"], 2)
     print(json.dumps(report))

@@ -9,9 +9,12 @@ writes that image size into run.json and times
 
 with filter_gif's default ascent steps, timing every FeatureVis.optimise call (one per
 snapshot) inside it. The machine's load average and this process's CPU time are recorded
-alongside, since a shared box's figures move with its load. Ends with one JSON line.
+alongside, since a shared box's figures move with its load. Then, at each size, the ascent's
+objective as it is (each input's own channel alone) against the one before issue 16 (the whole
+layer for every input, channel c of input c kept), turn about on the same snapshots from the same
+start, in seconds per snapshot. Ends with one JSON line.
 
-    python bench/feature_vis_bench.py [--runs 64:10 224:100]
+    python bench/feature_vis_bench.py [--runs 64:10 224:100] [--compare-snapshots 4]
 """
 import argparse
 import json
@@ -23,13 +26,40 @@ import tempfile
 import time
 
 import numpy as np
+import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import feature_maps  # noqa: E402
 import feature_vis  # noqa: E402
 import filter_gif as fg  # noqa: E402
 import gif_bench  # noqa: E402
 import run_folder  # noqa: E402
 import tf_start  # noqa: E402
+
+
+class WholeLayerFeatureVis(feature_vis.FeatureVis):
+    """The objective before issue 16: the layer's every channel computed for every input, channel c of input c
+    kept (the diagonal)."""
+
+    def objective(self, layers, layer, images):
+        return tf.linalg.diag_part(tf.reduce_mean(layers[layer].op.inputs[0], axis=[1, 2]))
+
+
+def compare_objectives(checkpoint_dir, size, layer, count, steps):
+    """Seconds per snapshot of ``steps`` ascent steps, whole layer against own channel, turn about on the first
+    ``count`` snapshots (after one untimed warm-up each), from the same noise and jitter."""
+    snapshots = feature_maps.load_snapshots(checkpoint_dir, 1)[:count + 1]
+    mean_image = np.full((size, size, 3), 127.5, np.float32)
+    contenders = {name: (kind(layer, size, mean_image, 0.2, 0), np.random.default_rng(0))
+                  for name, kind in (("whole_layer", WholeLayerFeatureVis), ("own_channel", feature_vis.FeatureVis))}
+    seconds = {name: [] for name in contenders}
+    for index, (_, params) in enumerate(snapshots):
+        for name, (vis, rng) in contenders.items():
+            started = time.perf_counter()
+            vis.optimise(params, steps, size // 16, rng)
+            if index:  # the first call sets up the kernels
+                seconds[name].append(time.perf_counter() - started)
+    return {name: float(np.median(values)) for name, values in seconds.items()}
 
 
 def size_and_every(text):
@@ -71,8 +101,12 @@ def timed_run(checkpoint_dir, out, size, every):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--snapshots", type=int, default=272, help="snapshots written (a 400-epoch run's)")
-    parser.add_argument("--runs", nargs="+", type=size_and_every, default=[(64, 10), (224, 100)],
+    parser.add_argument("--runs", nargs="*", type=size_and_every, default=[(64, 10), (224, 100)],
                         metavar="SIZE:EVERY", help="image size and --every of each timed run")
+    parser.add_argument("--compare-snapshots", type=int, default=4,
+                        help="snapshots on which the two objectives are timed turn about (0: skip)")
+    parser.add_argument("--compare-sizes", nargs="*", type=int, default=None,
+                        help="image sizes the two objectives are compared at (default: those of --runs)")
     args = parser.parse_args()
     tf_start.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
     defaults = fg.build_parser().parse_args([])
@@ -94,6 +128,15 @@ def main():
                            f"s{size}_later_snapshot_s": round(later_s, 2),
                            f"s{size}_s_per_step": round(later_s / steps, 3),
                            f"s{size}_load": [round(value, 2) for value in run["load"]]})
+        compare_sizes = [size for size, _ in args.runs] if args.compare_sizes is None else args.compare_sizes
+        for size in compare_sizes if args.compare_snapshots else []:
+            compared = compare_objectives(checkpoint_dir, size, "conv2_2", args.compare_snapshots, steps)
+            print(f"{size} px conv2_2, {steps} steps a snapshot: whole layer {compared['whole_layer']:.2f} s, own "
+                  f"channel {compared['own_channel']:.2f} s a snapshot "
+                  f"({compared['own_channel'] / compared['whole_layer']:.2f}x)")
+            report.update({f"s{size}_whole_layer_snapshot_s": round(compared["whole_layer"], 3),
+                           f"s{size}_own_channel_snapshot_s": round(compared["own_channel"], 3),
+                           f"s{size}_own_vs_whole": round(compared["own_channel"] / compared["whole_layer"], 3)})
         sizes = [size for size, _ in args.runs]
         if len(sizes) == 2:
             small, large = sizes

@@ -42,12 +42,16 @@ def tile(frame, index, height, width, zoom, columns, header=HEADER):
 
 # --------------------------------------------------------------------------- the network in numpy
 
-def numpy_conv_relu(images, weights, biases):
-    """A 3x3 SAME convolution and ReLU of one [h, w, c] image written out in numpy."""
+def numpy_conv(images, weights, biases):
+    """A 3x3 SAME convolution of one [h, w, c] image written out in numpy, before any ReLU."""
     padded = np.pad(images, ((1, 1), (1, 1), (0, 0)))
     height, width = images.shape[:2]
-    total = sum(padded[dy:dy + height, dx:dx + width] @ weights[dy, dx] for dy in range(3) for dx in range(3))
-    return np.maximum(total + biases, 0)
+    return sum(padded[dy:dy + height, dx:dx + width] @ weights[dy, dx] for dy in range(3) for dx in range(3)) + biases
+
+
+def numpy_conv_relu(images, weights, biases):
+    """A 3x3 SAME convolution and ReLU of one [h, w, c] image written out in numpy."""
+    return np.maximum(numpy_conv(images, weights, biases), 0)
 
 
 def numpy_max_pool(maps):

@@ -10,9 +10,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import feature_vis as fv
 import filter_gif as fg
 from conftest import run_script
-from helpers import GAP, HEADER, checkpoint_tensor, numpy_conv_stack, title_strip
+from helpers import GAP, HEADER, checkpoint_tensor, numpy_conv, numpy_conv_stack, title_strip
 
 LAST_STEP = 18
 STEPS = [0, LAST_STEP]  # --every 9 of the short run's snapshots at steps 0, 2, ..., 18
@@ -75,6 +76,17 @@ def test_each_live_channels_own_input_excites_it_more_than_the_other_channels_in
     ratio = np.median(own[live] / others.mean(axis=1)[live])
     print(f"live {live.sum()}/{len(live)}, passing {share:.2f}, median own/mean of others {ratio:.1f}")
     assert share >= 0.8, (share, ratio)
+
+
+def test_each_input_is_convolved_only_into_its_own_channel_as_the_full_layer_would():
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(5, 7, 6, 4)).astype(np.float32)  # 5 inputs of 4 channels, for 5 output channels
+    weights = rng.normal(size=(3, 3, 4, 5)).astype(np.float32)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        own = session.run(fv.own_channel_maps(tf.constant(inputs), tf.constant(weights)))
+
+    expected = np.stack([numpy_conv(inputs[c], weights, np.zeros(5))[..., c] for c in range(5)])
+    np.testing.assert_allclose(own, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_the_inputs_stay_within_the_training_pixels_range(short_run, conv2_2):

@@ -1,0 +1,140 @@
+"""--mixed-precision: the same numbers, a resumable run either way, and the hardware's choice.
+
+These run on any host. Where the hardware has no 16-bit units, TensorFlow's rewrite leaves the
+graph in float32 and only float16's loss scaling changes the step; where it has them (a GPU, a
+CPU with AVX512_BF16), the same tests check that 16-bit arithmetic keeps the losses close.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import run_folder
+import visualize_convnets as vc
+from conftest import run_script, short_training_run
+from helpers import checkpoint_tensor, events
+
+v1 = tf.compat.v1
+STEPS_PER_EPOCH = 6  # 44 readable training images at batch 8
+
+
+def losses(run):
+    """The train run's Loss scalars, by step."""
+    return dict(sorted((step, value.simple_value) for step, tag, value in events(run.logdir, "train")
+                       if tag == "Loss"))
+
+
+def segments(run):
+    with open(run.checkpoint_dir / "run.json") as handle:
+        return json.load(handle)["segments"]
+
+
+def hardware_precision():
+    """What --mixed-precision alone should pick here, found from the hardware directly: float16 on GPUs with
+    tensor cores, bfloat16 on a CPU whose flags list AVX512_BF16 or AMX, else float32."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability") for gpu in gpus]
+        return "mixed_float16" if all(c and c[0] >= 7 for c in capabilities) else "float32"
+    with open("/proc/cpuinfo") as cpuinfo:
+        flags = set(cpuinfo.read().split())
+    return "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+@pytest.mark.parametrize("rewrite", ["float16", "bfloat16"])
+def test_a_mixed_precision_run_ends_with_losses_close_to_float32s(prepared_data_dir, tmp_path, rewrite):
+    runs = {}
+    for name, flags in (("float32", {}), (rewrite, {"mixed_precision": rewrite})):
+        (tmp_path / name).mkdir()
+        runs[name] = losses(short_training_run(prepared_data_dir, tmp_path / name, image_size=32, epochs=2,
+                                               summary_every=1, skip_demos=True, **flags))
+
+    assert list(runs["float32"]) == list(range(1, 2 * STEPS_PER_EPOCH + 1)) == list(runs[rewrite])
+    # 16-bit arithmetic moves a loss by well under 5 %; a loss scale left in the gradients moves it by far more.
+    np.testing.assert_allclose(list(runs[rewrite].values()), list(runs["float32"].values()), rtol=0.05)
+
+
+def test_a_run_resumes_across_the_flag_both_ways_and_records_each_segment(prepared_data_dir, tmp_path):
+    common = dict(image_size=32, skip_demos=True, checkpoint_every=None)
+    first = short_training_run(prepared_data_dir, tmp_path, epochs=1, **common)
+    mixed = short_training_run(prepared_data_dir, tmp_path, epochs=2, mixed_precision="float16", **common)
+    mixed_checkpoint = str(tmp_path / "checkpoints" / f"model.ckpt-{2 * STEPS_PER_EPOCH}")
+    scale_after_mixed = checkpoint_tensor(mixed_checkpoint)("train/current_loss_scale")
+    last = short_training_run(prepared_data_dir, tmp_path, epochs=3, **common)
+
+    assert "Resumed" not in first.stdout
+    assert f"at global step {STEPS_PER_EPOCH} (epoch 2)" in mixed.stdout
+    assert f"at global step {2 * STEPS_PER_EPOCH} (epoch 3)" in last.stdout
+    assert last.stdout.splitlines()[-1] == f"Training finished: 3 epochs, global step {3 * STEPS_PER_EPOCH}"
+    assert scale_after_mixed > 1  # the float16 segment saved its loss scale beside the weights
+    assert segments(last) == [{"from_step": 0, "precision": "float32"},
+                              {"from_step": STEPS_PER_EPOCH, "precision": "mixed_float16"},
+                              {"from_step": 2 * STEPS_PER_EPOCH, "precision": "float32"}]
+
+
+def test_a_mixed_precision_checkpoint_serves_predict_and_filter_gif(prepared_data_dir, tmp_path):
+    run = short_training_run(prepared_data_dir, tmp_path, image_size=32, epochs=1, skip_demos=True,
+                             mixed_precision="float16")
+    image = next((prepared_data_dir / "test" / "samoyed").iterdir())
+
+    predicted = run_script("predict.py", ["--checkpoint-dir", run.checkpoint_dir, image], cwd=tmp_path)
+    gifs = run_script("filter_gif.py", ["--checkpoint-dir", run.checkpoint_dir, "--out", tmp_path / "gifs"],
+                      cwd=tmp_path)
+
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stdout.startswith(str(image)) and predicted.stdout.split("\t")[1] in ("shiba_inu", "samoyed")
+    assert gifs.returncode == 0, gifs.stderr
+    assert os.path.getsize(tmp_path / "gifs" / "conv1_1.gif") > 0
+
+
+def test_the_flag_alone_picks_what_the_hardware_has_and_says_when_it_has_none(prepared_data_dir, tmp_path):
+    run = short_training_run(prepared_data_dir, tmp_path, image_size=32, epochs=1, skip_demos=True,
+                             mixed_precision=True)
+    expected = hardware_precision()
+
+    assert segments(run) == [{"from_step": 0, "precision": expected}]
+    warnings = [line for line in run.stderr.splitlines() if "--mixed-precision" in line]
+    assert len(warnings) == (1 if expected == "float32" else 0), run.stderr
+    assert (f"Computing in {expected}" in run.stdout) == (expected != "float32")
+
+
+def test_without_the_flag_a_run_records_float32(short_run):
+    assert segments(short_run) == [{"from_step": 0, "precision": "float32"}]
+
+
+def test_a_float16_step_whose_gradients_overflow_changes_no_weight_but_counts_and_halves_the_scale():
+    model = vc.build_graph(16, 2, learning_rate=1e-3, seed=0, precision="mixed_float16")
+    images = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
+    labels = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
+    weights = next(variable for variable in model["graph"].get_collection(v1.GraphKeys.TRAINABLE_VARIABLES)
+                   if variable.op.name == "softmax/weights3_2")
+    scale = next(variable for variable in model["loss_scale"] if "current_loss_scale" in variable.op.name)
+    with model["graph"].as_default(), v1.Session() as session:
+        session.run(v1.global_variables_initializer())
+
+        def step(batch):
+            before = session.run(weights)
+            session.run(model["train_step"], {model["X"]: batch, model["Y_"]: labels, model["keepRate1"]: 1.0,
+                                              model["keepRate2"]: 1.0})
+            return before, session.run([weights, model["global_step"], scale])
+
+        initial_scale = session.run(scale)
+        before, (after, global_step, halved) = step(np.where(images > 2, np.inf, images))  # infinite gradients
+        assert np.array_equal(before, after) and global_step == 1 and halved == initial_scale / 2
+        before, (after, global_step, kept) = step(images)
+        assert not np.array_equal(before, after) and global_step == 2 and kept == halved
+
+
+def test_a_segment_is_added_only_where_the_precision_changes_and_one_that_saved_nothing_is_dropped():
+    history = [{"from_step": 0, "precision": "float32"}, {"from_step": 60, "precision": "mixed_float16"}]
+
+    same = run_folder.add_segment(history, 120, {"precision": "mixed_float16"})
+    changed = run_folder.add_segment(history, 120, {"precision": "float32"})
+    # Resumed at step 60: the segment that began there saved no checkpoint this run continues from.
+    redone = run_folder.add_segment(history, 60, {"precision": "float32"})
+
+    assert same == history
+    assert changed == history + [{"from_step": 120, "precision": "float32"}]
+    assert redone == [{"from_step": 0, "precision": "float32"}]
