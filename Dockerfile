@@ -58,14 +58,13 @@ RUN groupadd --non-unique --gid "$USER_GID" convnets \
  && mkdir -p data logs checkpoints gifs figures \
  && chown "$USER_UID:$USER_GID" data logs checkpoints gifs figures
 
-# Only the project's code: data, logs, checkpoints and GIFs come in as volumes
-# (figures/, the demos' two PNGs, too if you mount it; else it stays in the container).
+# Only the project's code: data, logs, checkpoints, GIFs and the demos' figures come in as volumes.
 COPY *.py ./
 
 USER ${USER_UID}:${USER_GID}
 # New named volumes copy these folders' ownership, so they start writable.
-VOLUME ["/workspace/data", "/workspace/logs", "/workspace/checkpoints", "/workspace/gifs"]
-# TensorBoard: docker run ... tensorboard --logdir /workspace/logs --bind_all
+VOLUME ["/workspace/data", "/workspace/logs", "/workspace/checkpoints", "/workspace/gifs", "/workspace/figures"]
+# TensorBoard: docker run --init ... tensorboard --logdir /workspace/logs --bind_all
 EXPOSE 6006
 
 # Exec form: python is PID 1 and gets docker stop's SIGTERM itself, and saves
