@@ -453,7 +453,7 @@ def sortImages(testFraction, data_dir=DATA_DIR, seed=SPLIT_SEED):
         split["test"][breed] = sorted(test_names)
         split["train"][breed] = [name for name in names if name not in test_names]
     manifest_path = os.path.join(data_dir, "split.json")
-    if read_json(manifest_path) == split and os.path.isdir(os.path.join(data_dir, "train")):
+    if read_json(manifest_path) == split and _split_on_disk(data_dir, split):
         return split
     remove(manifest_path)
     for part in ("train", "test"):
@@ -465,6 +465,22 @@ def sortImages(testFraction, data_dir=DATA_DIR, seed=SPLIT_SEED):
                 _link_or_copy(os.path.join(images_dir, name), os.path.join(breed_dir, name))
     write_json_atomically(manifest_path, split)
     return split
+
+
+def _split_on_disk(data_dir, split):
+    """True when ``train/`` and ``test/`` hold exactly the split's folders and files: a split that a stop cut
+    short, or that lost a file or a folder since, is redone rather than trusted."""
+    for part in ("train", "test"):
+        part_dir = os.path.join(data_dir, part)
+        try:
+            if set(os.listdir(part_dir)) != set(split[part]):
+                return False
+            for breed, names in split[part].items():
+                if set(os.listdir(os.path.join(part_dir, breed))) != set(names):
+                    return False
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+    return True
 
 
 def _test_count(count, fraction):
@@ -503,19 +519,28 @@ def resolve_classes(classes, breeds):
     return chosen
 
 
+def images_by_breed(data_dir=DATA_DIR):
+    """``{breed: image count}`` of the extracted dataset, or None before images.tar.gz is wholly extracted.
+
+    The dataset itself is the truth about its breeds, never the sorted split: a stop while
+    sortImages links files leaves ``train/`` half made, and sortImages redoes it.
+    """
+    images_dir = os.path.join(data_dir, "images")
+    if not (os.path.exists(extraction_marker("images.tar.gz", data_dir)) and os.path.isdir(images_dir)):
+        return None
+    return collections.Counter(breed for breed in map(breed_of, os.listdir(images_dir)) if breed)
+
+
 def known_breeds(data_dir=DATA_DIR):
-    """The breeds to choose from: the sorted split's folders once there is one, else the dataset's 37."""
-    train_dir = os.path.join(data_dir, "train")
-    return sorted(os.listdir(train_dir)) if os.path.isdir(train_dir) else OXFORD_BREEDS
+    """The breeds to choose from: the extracted dataset's, else (before it is there) the dataset's 37."""
+    counts = images_by_breed(data_dir)
+    return sorted(counts) if counts is not None else OXFORD_BREEDS
 
 
 def expected_image_count(classes, data_dir=DATA_DIR):
-    """Images of ``classes`` in both splits: counted when sorted, else the dataset's ~200 a breed."""
-    count = 0
-    for breed in classes:
-        folders = [os.path.join(data_dir, part, breed) for part in ("train", "test")]
-        count += sum(len(os.listdir(f)) for f in folders if os.path.isdir(f)) or OXFORD_IMAGES_PER_BREED
-    return count
+    """Images of ``classes``: counted once extracted, else the dataset's ~200 a breed."""
+    counts = images_by_breed(data_dir) or {}
+    return sum(counts.get(breed) or OXFORD_IMAGES_PER_BREED for breed in classes)
 
 
 def ask_for_classes(breeds, ask=input):
