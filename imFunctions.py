@@ -108,18 +108,22 @@ def downloadImages(filename, expected_bytes=None, data_dir=DATA_DIR, md5=None,
     os.makedirs(data_dir, exist_ok=True)
     final_path = os.path.join(data_dir, filename)
     if os.path.isfile(final_path) and expected_bytes in (None, os.path.getsize(final_path)):
-        return final_path
+        problem = archive_problem(final_path)
+        if problem is None:
+            return final_path
+        print(f"Warning: {final_path} is {problem}: {set_aside(final_path)}; fetching it again", file=sys.stderr)
     url = f"{base_url().rstrip('/')}/{filename}"
     part_path = final_path + ".part"
     bar = DownloadProgress(filename, expected_bytes) if progress else None
+    announced = {}
     try:
-        total = _fetch_with_retries(url, part_path, expected_bytes, retries, (timeout, stall_timeout), bar)
+        total = _fetch_with_retries(url, part_path, expected_bytes, retries, (timeout, stall_timeout), bar, announced)
     finally:
         if bar:
             bar.close()
     if md5 is None and OFFICIAL_ARCHIVES.get(filename, (None,))[0] == total:
         md5 = OFFICIAL_ARCHIVES[filename][1]
-    _verify(part_path, filename, url, total, md5, strict_md5)
+    _verify(part_path, filename, url, announced.get("bytes", total), md5, strict_md5)
     os.replace(part_path, final_path)
     return final_path
 
@@ -128,12 +132,13 @@ class _Stalled(Exception):
     """The connection brought (almost) nothing for too long; what arrived is kept."""
 
 
-def _fetch_with_retries(url, part_path, expected_bytes, retries, timeouts, bar):
-    """Fetch until ``part_path`` is whole; returns the file's full size."""
+def _fetch_with_retries(url, part_path, expected_bytes, retries, timeouts, bar, announced):
+    """Fetch until ``part_path`` is whole; returns the file's full size. ``announced["bytes"]`` keeps the
+    first full size a response announced, which the file must match."""
     filename = _archive_name(part_path)
     for attempt in range(retries + 1):
         try:
-            return _fetch_remaining(url, part_path, expected_bytes, timeouts, bar)
+            return _fetch_remaining(url, part_path, expected_bytes, timeouts, bar, announced)
         except urllib.error.HTTPError as error:
             if 300 <= error.code < 400:  # urllib follows redirects; one that comes back is a loop
                 raise DataError(f"cannot download {filename} from {url}: the server redirects in a loop "
@@ -158,7 +163,7 @@ def _fetch_with_retries(url, part_path, expected_bytes, retries, timeouts, bar):
     raise DataError(f"cannot download {filename} from {url} after {retries + 1} attempts: {reason} ({hint})")
 
 
-def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar):
+def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar, announced):
     """Append to ``part_path`` whatever of ``url`` it lacks; returns the file's full size."""
     timeout = timeouts[0]
     have = _size(part_path)
@@ -181,7 +186,7 @@ def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar):
             return have
         _start_over(part_path, bar, f"the server's copy has {total if total is not None else 'an unknown number of'} "
                                     f"bytes, which the {have} already downloaded do not fit")
-        return _fetch_remaining(url, part_path, expected_bytes, timeouts, bar)
+        return _fetch_remaining(url, part_path, expected_bytes, timeouts, bar, announced)
     finally:
         waiting.cancel()
     with response:
@@ -194,6 +199,8 @@ def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar):
             raise DataError(f"{_archive_name(part_path)} from {url} has {total} bytes, "
                             f"expected {expected_bytes}")
         total = expected_bytes if expected_bytes is not None else total
+        if total is not None:  # a later 416 that claims a smaller file does not overrule it
+            announced["bytes"] = total
         if bar:
             bar.start(have, total)
         _copy_body(response, part_path, have, total, timeouts, bar)
@@ -285,10 +292,17 @@ def _mirror_hint():
 
 
 def _verify(part_path, filename, url, expected_bytes, md5, strict_md5):
+    """The download's size, MD5 and archive header checked before it is renamed into place; what fails is
+    removed, with one line saying what the server sent."""
     size = _size(part_path)
     if size != expected_bytes:
         remove(part_path)
-        raise DataError(f"{filename} from {url} has {size} bytes, expected {expected_bytes}; removed it")
+        raise DataError(f"{filename} from {url} has {size} of {expected_bytes} bytes; removed it, and a rerun "
+                        f"fetches it again")
+    problem = archive_problem(part_path, filename)
+    if problem is not None:
+        remove(part_path)
+        raise DataError(f"{filename} from {url} is {problem}; removed it, and a rerun fetches it again")
     if md5 is not None:
         digest = hashlib.md5()
         with open(part_path, "rb") as part:
@@ -300,6 +314,39 @@ def _verify(part_path, filename, url, expected_bytes, md5, strict_md5):
         if digest.hexdigest() != md5:
             print(f"Warning: {filename} from the mirror {url} differs from the official archive "
                   f"(MD5 {digest.hexdigest()}, published {md5})", file=sys.stderr)
+
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+
+
+def archive_problem(path, name=None):
+    """Why ``path`` is not the gzip-compressed tar its name (``name``, else its own) promises, or None. Only the
+    headers are read (a gzip header, then the first tar header inside it): a damaged body shows at extraction."""
+    if not (name or os.path.basename(path)).endswith(ARCHIVE_SUFFIXES):
+        return None
+    with open(path, "rb") as handle:
+        start = handle.read(512)
+    if not start.startswith(b"\x1f\x8b"):
+        return f"not a gzip archive: the server sent {_what_was_sent(start, _size(path))}"
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            archive.next()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        return f"not a tar archive inside its gzip ({_one_line(error)})"
+    return None
+
+
+def _what_was_sent(start, size):
+    """An HTML page (a captive portal's, a proxy's login page), or the first bytes of whatever else it was."""
+    if re.match(rb"\s*(<!doctype html|<html|<head|<body|<\?xml)", start, re.IGNORECASE):
+        return f"an HTML page of {size} bytes (a captive portal or a proxy's login page?)"
+    return f"{size} bytes starting {start[:16]!r}"
+
+
+def set_aside(path):
+    """Move a broken file out of the way, to ``<path>.broken``; says where it went."""
+    os.replace(path, path + ".broken")
+    return f"moved it to {path}.broken"
 
 
 def _size(path):
@@ -386,8 +433,12 @@ def maybeExtract(filename, data_dir=DATA_DIR):
                     raise DataError(f"refusing to extract {filename}: unsafe member {member.name!r} ({problem})")
                 _make_plain(member)
             archive.extractall(destination, members=members, **({"filter": "data"} if has_filters else {}))
-    except (tarfile.TarError, EOFError, FileNotFoundError) as error:
+    except FileNotFoundError as error:
         raise DataError(f"cannot extract {archive_path}: {_one_line(error)}")
+    except (tarfile.TarError, EOFError, zlib.error) as error:
+        # A damaged archive in place would fail every later run the same way: it goes, and the next run fetches it.
+        raise DataError(f"cannot extract {archive_path} ({_one_line(error)}): {set_aside(archive_path)}, and the next "
+                        f"run fetches it again")
     except OSError as error:
         if is_disk_full(error):
             raise disk_full(data_dir, sum(member.size for member in members), f"the contents of {filename}") from None
