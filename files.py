@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 
 import numpy as np
 
@@ -89,6 +90,36 @@ def read_json(path):
             return json.loads(handle.read())
     except (FileNotFoundError, IsADirectoryError, ValueError):
         return None
+
+
+class NotRegularFile(OSError):
+    """A FIFO, a device, a socket or a folder where a file was to be read: reading it could wait forever."""
+
+
+SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                 (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def kind_of(mode):
+    """What a file of this ``st_mode`` is, when it is not a regular file; None for a regular file."""
+    return next((kind for test, kind in SPECIAL_KINDS if test(mode)), None if stat.S_ISREG(mode) else "not a file")
+
+
+def open_regular(path):
+    """``path`` opened for reading in binary, only if it is a regular file: a FIFO would block the open (and a
+    device the read) forever, so it is opened without waiting and refused, as NotRegularFile, from its fstat."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ENXIO:  # a socket: no reading end to open
+            raise NotRegularFile(errno.ENXIO, "a socket, not a regular file", path) from None
+        raise
+    kind = kind_of(os.fstat(descriptor).st_mode)
+    if kind is not None:
+        os.close(descriptor)
+        raise NotRegularFile(errno.EINVAL, f"{kind}, not a regular file", path)
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb")
 
 
 def remove(path):

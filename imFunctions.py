@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 import cli
+import files
 from files import (DiskFull, disk_full, is_disk_full, is_temporary_name, read_json, remove, sweep_temporaries,
                    temporary_name, try_lock, write_bytes_atomically, write_json_atomically)
 from progress import Progress
@@ -636,8 +637,7 @@ def loadDataset(classes=None, image_size=224, data_dir=DATA_DIR, workers=None):
     """``buildDataset``'s arrays plus the training mean image that was subtracted."""
     labels = choose_classes(classes, data_dir)
     train_u8, train_index, test_u8, test_index = load_uint8_split(labels, image_size, data_dir, workers)
-    if len(train_u8) == 0:
-        raise DataError(f"no readable training images for {', '.join(labels)} in {data_dir}/train")
+    check_every_class_has_images(labels, train_index, test_index, data_dir)
     mean_image = train_u8.mean(axis=0, dtype=np.float64).astype(np.float32)
     train_x = _centred_float32(train_u8, mean_image, workers)
     del train_u8
@@ -645,6 +645,25 @@ def loadDataset(classes=None, image_size=224, data_dir=DATA_DIR, workers=None):
     one_hot = np.eye(len(labels), dtype=np.float32)
     return Dataset(train_x, one_hot[train_index], test_x, one_hot[test_index],
                    len(labels), labels, mean_image)
+
+
+def check_every_class_has_images(labels, train_index, test_index, data_dir):
+    """One line before training, not a network that learns a class it never sees or a test that measures
+    nothing: a class without a readable training image, or a test split without any image, is a DataError;
+    a class without test images is a warning (the test accuracy measures the others)."""
+    train_counts = np.bincount(train_index, minlength=len(labels))
+    test_counts = np.bincount(test_index, minlength=len(labels))
+    empty = [breed for breed, count in zip(labels, train_counts) if count == 0]
+    if empty:
+        raise DataError(f"no readable training images of {', '.join(empty)} in {os.path.join(data_dir, 'train')}: "
+                        f"choose other --classes")
+    if not test_counts.any():
+        raise DataError(f"no readable test images of {', '.join(labels)} in {os.path.join(data_dir, 'test')}: the "
+                        f"test accuracy needs some (a breed needs 2 or more readable images to give one to test)")
+    untested = [breed for breed, count in zip(labels, test_counts) if count == 0]
+    if untested:
+        print(f"Warning: no readable test images of {', '.join(untested)}: the test accuracy measures "
+              f"{', '.join(breed for breed in labels if breed not in untested)} only", file=sys.stderr)
 
 
 def _centred_float32(images_u8, mean_image, workers=None, chunk=16):
@@ -719,13 +738,36 @@ def load_image(path, image_size):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # under 2x the limit: draft mode copes
-            with Image.open(path) as picture:
+            with files.open_regular(path) as handle, Image.open(handle) as picture:
                 # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale, never below the target.
                 picture.draft("RGB", (image_size, image_size))
-                picture = picture.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                picture = eight_bit(picture).convert("RGB").resize((image_size, image_size), Image.BILINEAR)
                 return np.asarray(picture, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError):
         return None
+
+
+def eight_bit(picture):
+    """A 16-bit greyscale picture scaled onto 0..255 (Pillow's convert clips it at 255: 97 % of a full-range
+    gradient would turn white); any other picture as it is."""
+    if not (picture.mode.startswith("I;16") or picture.mode == "I"):
+        return picture
+    values = np.asarray(picture, dtype=np.float64)
+    return Image.fromarray(np.uint8(np.clip(np.rint(values / 257.0), 0, 255)), "L")
+
+
+def image_problem(path):
+    """Why ``path`` cannot be an image to read, in a few words, or None when it is a readable regular file
+    (whether it decodes is load_image's to say)."""
+    try:
+        files.open_regular(path).close()
+    except FileNotFoundError:
+        return "no such file"
+    except files.NotRegularFile as error:
+        return error.strerror
+    except OSError as error:
+        return error.strerror.lower() if error.strerror else _one_line(error)
+    return None
 
 
 def _cache_dir(labels, image_size, files, data_dir):
@@ -782,7 +824,8 @@ def _read_cache(cache_dir, files, n_classes, image_size):
 
 def _checksum(array):
     """CRC-32 of the array's bytes (about 1.8 GB/s: a 224-px cache of two breeds takes 30 ms)."""
-    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
+    # The bytes as a flat uint8 view, not memoryview.cast, which refuses an empty array (a split with no images).
+    return zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 def _write_cache(cache_dir, arrays, skipped):
