@@ -402,7 +402,7 @@ def write_train_summary(session, model, feed, train_writer, step):
     measured = run_checked(session, {"summary": model["summaries"], "accuracy": model["accuracy"],
                                      "loss": model["loss"]}, {**feed, model["keepRate1"]: 1.0, model["keepRate2"]: 1.0},
                            step)
-    train_writer.add_summary(measured["summary"], step)
+    run_folder.add_summary(train_writer, measured["summary"], step)
     return measured["accuracy"]
 
 
@@ -412,13 +412,13 @@ def write_test_summary(session, model, dataset, test_writer, step, rng):
     summary = session.run(model["test_summaries"], {
         model["X"]: dataset.test_x[picked], model["Y_"]: dataset.test_y[picked],
         model["keepRate1"]: 1.0, model["keepRate2"]: 1.0})
-    test_writer.add_summary(summary, step)
+    run_folder.add_summary(test_writer, summary, step)
 
 
 def take_snapshot(session, folder, probe, train_writer, step):
     """The conv layers' weights for filter_gif.py, and the probe image's feature maps for TensorBoard."""
     folder.save_snapshot(session, step)
-    train_writer.add_summary(probe.summary(session), step)
+    run_folder.add_summary(train_writer, probe.summary(session), step)
 
 
 # --------------------------------------------------------------------------- 6. training
