@@ -6,6 +6,7 @@ the new one, never part of one. Temporary names have one form (``.<name>.tmp-<pi
 and one sweeper, so what a killed writer left is found and removed. A full disk is DiskFull:
 one line naming the folder, the size needed and the space free.
 """
+import contextlib
 import errno
 import fcntl
 import io
@@ -56,6 +57,24 @@ def sweep_temporaries(folder, also=lambda name: False):
     return removed, freed
 
 
+@contextlib.contextmanager
+def writing_into(folder):
+    """Held while this process writes into ``folder`` (made if missing): the first writer to find no other at
+    work sweeps the temporary files that killed writers left (a GIF's can be 675 KB), so they never pile up.
+
+    The lock is an flock of the folder itself, shared among writers: no lock file joins the outputs.
+    """
+    os.makedirs(folder, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if try_lock(descriptor):
+            sweep_temporaries(folder)
+        fcntl.flock(descriptor, fcntl.LOCK_SH)  # converts the exclusive lock, or waits out a sweeper
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def write_bytes_atomically(path, data):
     """Write under a temporary name, flush it to disk, rename it into place: a failure leaves the old file."""
     temporary = temporary_name(path)
@@ -69,6 +88,9 @@ def write_bytes_atomically(path, data):
         remove(temporary)
         if is_disk_full(error):
             raise disk_full(os.path.dirname(path) or ".", len(data), os.path.basename(path)) from None
+        raise
+    except BaseException:  # a stop by a signal (cli.Stopped) mid-write leaves nothing behind either
+        remove(temporary)
         raise
 
 

@@ -76,7 +76,11 @@ def step_files(folder, name):
     """``[(step, prefix)]`` of the ``<name>-<step>`` checkpoints in ``folder`` whose index is written, oldest
     first: the one scanner for full checkpoints and snapshots alike."""
     found = []
-    for entry in os.listdir(folder) if os.path.isdir(folder) else []:
+    try:
+        entries = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):  # none yet; a folder we may not read is the caller's OSError
+        entries = []
+    for entry in entries:
         match = re.fullmatch(rf"{re.escape(name)}-(\d+)\.index", entry)
         if match:
             found.append((int(match.group(1)), os.path.join(folder, entry[:-len(".index")])))

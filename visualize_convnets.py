@@ -26,6 +26,7 @@ import numpy as np
 
 import cli
 import drawing
+import files
 import imFunctions as imf
 import resources
 import run_folder
@@ -111,7 +112,8 @@ def validate(args):
     except ValueError as error:
         raise cli.UsageError(str(error))
     if args.probe_image and imf.load_image(args.probe_image, 16) is None:
-        raise cli.UsageError(f"cannot read --probe-image {args.probe_image}: not an image, or damaged")
+        raise cli.UsageError(f"cannot read --probe-image {cli.shown(args.probe_image)}: "
+                             f"{imf.image_problem(args.probe_image) or 'not an image, or damaged'}")
     check_memory(args.image_size, args.batch_size, imf.expected_image_count(args.classes, args.data_dir))
     for folder in [args.data_dir, args.logdir, args.checkpoint_dir] + ([] if args.skip_demos else [args.figures_dir]):
         resources.check_writable(folder)
@@ -562,6 +564,8 @@ def main(argv=None):
     except ValueError as error:
         cli.print_error(error)
         return cli.EXIT_FAILURE
+    except OSError as error:  # a folder that went missing or is not ours to read, named in one line
+        return cli.report(cli.os_failure(error))
 
 
 def run_the_tutorial(args, folder):
@@ -573,8 +577,9 @@ def run_the_tutorial(args, folder):
     dataset = prepare_data(args.classes, args.image_size, args.test_fraction, args.data_dir)
     if not args.skip_demos:
         image = demo_image(args.data_dir, args.classes[0])
-        for figure in (*demo_convolution(image, args.figures_dir), demo_pooling(args.figures_dir)):
-            print(f"Wrote {figure.path}")
+        with files.writing_into(args.figures_dir):  # what a killed run left there is swept first
+            for figure in (*demo_convolution(image, args.figures_dir), demo_pooling(args.figures_dir)):
+                print(f"Wrote {figure.path}")
     run = dict(run, classes=dataset.classLabels, train_images=len(dataset.train_x))
     print(f"Training on {len(dataset.train_x)} images, testing on {len(dataset.test_x)}: "
           f"{', '.join(dataset.classLabels)} at {args.image_size}px, seed {run['seed']}", flush=True)
