@@ -37,7 +37,7 @@ import threading
 from PIL import Image, ImageDraw
 
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's own modules
-import cli  # noqa: E402 -- after the path that finds it when run as a script
+import cli  # after the path that finds it when run as a script
 
 # breed -> (species, number of clean images); species 1 is cat, 2 is dog, as in list.txt.
 BREEDS = {

@@ -13,17 +13,17 @@ import subprocess
 import sys
 
 import imageio.v3 as iio
+import mirror
 import numpy as np
 import pytest
+from conftest import REPO, run_script, shell_command, training_args
+from helpers import PORTAL_PAGE, lying_server, run_as_an_ordinary_user, unreadable
 from PIL import Image
 
 import filter_gif as fg
 import imFunctions as imf
-import mirror
 import predict
 import visualize_convnets as vc
-from conftest import REPO, run_script, shell_command, training_args
-from helpers import PORTAL_PAGE, lying_server, run_as_an_ordinary_user, unreadable
 
 HANG_GUARD_S = 120  # a process that would wait forever is killed after this; it is no measure of speed
 

@@ -7,9 +7,8 @@ import sys
 import tarfile
 import urllib.request
 
-import pytest
-
 import mirror
+import pytest
 from conftest import REPO
 from helpers import serving
 
@@ -38,7 +37,7 @@ def test_official_sizes_pads_the_archives_to_what_the_tutorial_expects(tmp_path)
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
 def test_without_out_the_archives_live_in_a_temporary_folder_removed_at_a_signal(number):
-    with serving() as (url, process):
+    with serving() as (_, process):
         folder = process.stderr.readline().split("serving ", 1)[1].split(";", 1)[0]
         assert sorted(os.listdir(folder)) == ["annotations.tar.gz", "images.tar.gz"]
         process.send_signal(number)
@@ -48,7 +47,7 @@ def test_without_out_the_archives_live_in_a_temporary_folder_removed_at_a_signal
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_mirror_in_one_line_with_128_plus_its_number(number, tmp_path):
-    with serving("--out", str(tmp_path)) as (url, process):
+    with serving("--out", str(tmp_path)) as (_, process):
         process.stderr.readline(), process.stderr.readline()  # what it serves, and how to use it
         process.send_signal(number)
         assert process.wait(timeout=30) == 128 + number
