@@ -63,8 +63,7 @@ RUN groupadd --non-unique --gid "$USER_GID" convnets \
  && mkdir -p data logs checkpoints gifs figures \
  && chown "$USER_UID:$USER_GID" data logs checkpoints gifs figures
 
-# Only the project's code: data, logs, checkpoints and GIFs come in as volumes
-# (figures/, the demos' two PNGs, too if you mount it; else it stays in the container).
+# Only the project's code: data, logs, checkpoints, GIFs and the demos' figures come in as volumes.
 COPY *.py ./
 # The notebook, and its folder writable by the user, so Jupyter can save it (inside the container: mount a
 # folder, or download it, to keep your edits).
@@ -73,8 +72,8 @@ RUN chown "$USER_UID:$USER_GID" /workspace visualizing_convnets.ipynb
 
 USER ${USER_UID}:${USER_GID}
 # New named volumes copy these folders' ownership, so they start writable.
-VOLUME ["/workspace/data", "/workspace/logs", "/workspace/checkpoints", "/workspace/gifs"]
-# TensorBoard: docker run ... tensorboard --logdir /workspace/logs --bind_all
+VOLUME ["/workspace/data", "/workspace/logs", "/workspace/checkpoints", "/workspace/gifs", "/workspace/figures"]
+# TensorBoard: docker run --init ... tensorboard --logdir /workspace/logs --bind_all
 EXPOSE 6006
 # Jupyter (docker run -p 8888:8888 -p 6007:6007 ... jupyter lab ..., README: The notebook), and the notebook's
 # own %tensorboard, which these flags put on all the container's interfaces at 6007, beside 6006.

@@ -44,11 +44,47 @@ def parse_checked(parser, validate_args, argv=None):
     return args
 
 
-def require_at_least_one(args, names):
+# The largest count a flag takes: TensorFlow holds counts (a Saver's max_to_keep, a shift) as 32-bit ints,
+# and one past this would fail only after minutes of loading data.
+MAX_COUNT = 2 ** 31 - 1
+
+
+def flag(name):
+    return f"--{name.replace('_', '-')}"
+
+
+def require_at_least_one(args, names, most=MAX_COUNT):
+    """Count flags: each at least 1 and at most ``most``, checked before anything is loaded."""
     for name in names:
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            raise UsageError(f"{flag(name)} must be at least 1, got {value}")
+        require_at_most(args, name, most)
+
+
+def require_at_most(args, name, most=MAX_COUNT):
+    value = getattr(args, name)
+    if value is not None and value > most:
+        raise UsageError(f"{flag(name)} must be at most {most}, got {value}")
+
+
+def shown(path):
+    """A path fit for a one-line message: one holding a newline, a tab or another control character is shown
+    quoted, its controls escaped, so the message stays one line."""
+    text = str(path)
+    return repr(text) if any(ord(character) < 32 or ord(character) == 127 for character in text) else text
+
+
+def os_failure(error):
+    """A foreseeable OSError (a folder that is missing or not ours to read, a full disk) as a Failure whose
+    one line names the path."""
+    import files  # here, not at the top: files imports this module
+    path = error.filename if error.filename is not None else "a file"
+    if files.is_disk_full(error):
+        free = files.shutil.disk_usage(files.nearest_existing(os.path.dirname(os.path.abspath(path)))).free
+        return files.DiskFull(f"disk full: cannot write {shown(path)}: {files.human_bytes(free)} free")
+    why = (error.strerror or type(error).__name__).lower()
+    return Failure(f"cannot use {shown(path)}: {why}")
 
 
 def print_error(error):
@@ -76,6 +112,12 @@ class Stopped(Exception):
     @property
     def exit_status(self):
         return 128 + self.number
+
+
+def report_stop(stop, doing=""):
+    """The one line for a stop by a signal (what was being written is already removed); returns 128 + its number."""
+    print(f"{os.path.basename(sys.argv[0])}: stopped by {stop.name}{doing}", file=sys.stderr)
+    return stop.exit_status
 
 
 def stop_at_once(number, frame):

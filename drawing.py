@@ -146,4 +146,6 @@ def write_gif(path, frames, fps, hold_last_ms=2000):
     stack = np.stack(frames)
     if (stack[..., 0] == stack[..., 1]).all() and (stack[..., 1] == stack[..., 2]).all():
         stack = stack[..., 0]  # grey frames need no palette search: 3x faster to write
-    files.write_bytes_atomically(path, iio.imwrite("<bytes>", stack, extension=".gif", duration=durations, loop=0))
+    # One frame (a run's first snapshot) takes its duration as a number: Pillow refuses a list of one.
+    duration = durations if len(durations) > 1 else durations[0]
+    files.write_bytes_atomically(path, iio.imwrite("<bytes>", stack, extension=".gif", duration=duration, loop=0))

@@ -45,6 +45,9 @@ def no_snapshots(checkpoint_dir, readable=""):
 
 def load_snapshots(checkpoint_dir, every):
     """Every ``every``-th readable snapshot as ``[(step, params)]``; unreadable ones are skipped."""
+    if not os.path.isdir(checkpoint_dir):
+        raise cli.UsageError(f"no checkpoint folder {checkpoint_dir}" + (
+            ": it is a file" if os.path.exists(checkpoint_dir) else " (a typo? --checkpoint-dir names it)"))
     found = run_folder.find_snapshots(checkpoint_dir)
     if not found:
         raise no_snapshots(checkpoint_dir)
@@ -114,9 +117,12 @@ class FeatureMaps:
 
 def prepare_image(path, image_size, mean_image):
     """The image as training saw it: resized, the training mean subtracted."""
+    problem = imf.image_problem(path)
+    if problem is not None:
+        raise cli.UsageError(f"cannot read image {cli.shown(path)}: {problem}")
     picture = imf.load_image(path, image_size)
     if picture is None:
-        raise cli.UsageError(f"cannot read image {path} (not an image, damaged, or over Pillow's "
+        raise cli.UsageError(f"cannot read image {cli.shown(path)} (not an image, damaged, or over Pillow's "
                              f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS * 2} pixels)")
     return picture.astype(np.float32) - mean_image
 

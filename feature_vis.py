@@ -55,6 +55,7 @@ def validate(args):
         raise cli.UsageError(f"--feature-vis-lr must be positive, got {args.feature_vis_lr}")
     if args.feature_vis_jitter is not None and args.feature_vis_jitter < 0:
         raise cli.UsageError(f"--feature-vis-jitter must be at least 0, got {args.feature_vis_jitter}")
+    cli.require_at_most(args, "feature_vis_jitter")  # a shift TensorFlow holds as a 32-bit int
 
 
 def fourier_scale(size):

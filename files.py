@@ -6,6 +6,7 @@ the new one, never part of one. Temporary names have one form (``.<name>.tmp-<pi
 and one sweeper, so what a killed writer left is found and removed. A full disk is DiskFull:
 one line naming the folder, the size needed and the space free.
 """
+import contextlib
 import errno
 import fcntl
 import io
@@ -14,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 
 import numpy as np
 
@@ -55,6 +57,24 @@ def sweep_temporaries(folder, also=lambda name: False):
     return removed, freed
 
 
+@contextlib.contextmanager
+def writing_into(folder):
+    """Held while this process writes into ``folder`` (made if missing): the first writer to find no other at
+    work sweeps the temporary files that killed writers left (a GIF's can be 675 KB), so they never pile up.
+
+    The lock is an flock of the folder itself, shared among writers: no lock file joins the outputs.
+    """
+    os.makedirs(folder, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if try_lock(descriptor):
+            sweep_temporaries(folder)
+        fcntl.flock(descriptor, fcntl.LOCK_SH)  # converts the exclusive lock, or waits out a sweeper
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def write_bytes_atomically(path, data):
     """Write under a temporary name, flush it to disk, rename it into place: a failure leaves the old file."""
     temporary = temporary_name(path)
@@ -68,6 +88,9 @@ def write_bytes_atomically(path, data):
         remove(temporary)
         if is_disk_full(error):
             raise disk_full(os.path.dirname(path) or ".", len(data), os.path.basename(path)) from None
+        raise
+    except BaseException:  # a stop by a signal (cli.Stopped) mid-write leaves nothing behind either
+        remove(temporary)
         raise
 
 
@@ -89,6 +112,36 @@ def read_json(path):
             return json.loads(handle.read())
     except (FileNotFoundError, IsADirectoryError, ValueError):
         return None
+
+
+class NotRegularFile(OSError):
+    """A FIFO, a device, a socket or a folder where a file was to be read: reading it could wait forever."""
+
+
+SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                 (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def kind_of(mode):
+    """What a file of this ``st_mode`` is, when it is not a regular file; None for a regular file."""
+    return next((kind for test, kind in SPECIAL_KINDS if test(mode)), None if stat.S_ISREG(mode) else "not a file")
+
+
+def open_regular(path):
+    """``path`` opened for reading in binary, only if it is a regular file: a FIFO would block the open (and a
+    device the read) forever, so it is opened without waiting and refused, as NotRegularFile, from its fstat."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ENXIO:  # a socket: no reading end to open
+            raise NotRegularFile(errno.ENXIO, "a socket, not a regular file", path) from None
+        raise
+    kind = kind_of(os.fstat(descriptor).st_mode)
+    if kind is not None:
+        os.close(descriptor)
+        raise NotRegularFile(errno.EINVAL, f"{kind}, not a regular file", path)
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb")
 
 
 def remove(path):

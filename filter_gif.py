@@ -21,7 +21,10 @@ while training goes on, after it, or in another container on the mounted folder:
         snapshot's, as a GIF, a PNG of its last frame and the last inputs as .npy
 
 Pixel values are scaled with one normalisation for all frames of a layer, so change shows
-as change (--per-frame-norm scales each frame on its own).
+as change (--per-frame-norm scales each frame on its own). One snapshot (a run's first
+--snapshot-every steps) makes one-frame GIFs. Ctrl-C or SIGTERM stops it with one line and
+exit status 130 or 143, the file being written removed; what a killed run left in --out is
+swept by the next.
 """
 
 import argparse
@@ -36,6 +39,7 @@ import feature_maps
 import feature_vis
 import files
 import grad_cam
+import imFunctions as imf
 import resources
 import run_folder
 import tf_start
@@ -101,6 +105,9 @@ def validate(args):
             if not channel.isdigit() or int(channel) >= fewest:
                 raise cli.UsageError(f"--channels takes channel numbers 0..{fewest - 1} or 'all', got {channel!r}")
     feature_vis.validate(args)
+    problem = args.image and imf.image_problem(args.image)
+    if problem:
+        raise cli.UsageError(f"cannot read --image {cli.shown(args.image)}: {problem}")
     resources.check_writable(args.out)
 
 
@@ -154,13 +161,31 @@ def filter_gifs(snapshots, layers, scale, input_channel, per_frame_norm, fps, ou
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.stop_on_signals()
     tf_start.gpus()  # TensorFlow's CUDA probe, before any session, so its log shows only when it failed
     try:
-        snapshots = feature_maps.load_snapshots(args.checkpoint_dir, args.every)
-        if args.image or args.feature_vis:
-            run, mean_image = run_folder.load_run(args.checkpoint_dir)
-        if args.image:
-            image = feature_maps.prepare_image(args.image, run["image_size"], mean_image)
+        snapshots, written = make_outputs(args)
+    except cli.Stopped as stop:
+        return cli.report_stop(stop, "; the file being written was removed")
+    except (cli.UsageError, cli.Failure) as error:
+        return cli.report(error)
+    except OSError as error:
+        return cli.report(cli.os_failure(error))
+    if len(snapshots) == 1:
+        print(f"1 snapshot so far, step {snapshots[0][0]}: one-frame GIFs; wrote {', '.join(written)}")
+    else:
+        print(f"{len(snapshots)} snapshots, steps {snapshots[0][0]} to {snapshots[-1][0]}: wrote {', '.join(written)}")
+    return 0
+
+
+def make_outputs(args):
+    """Every GIF and PNG asked for, from the inputs read first; returns the snapshots and the files written."""
+    snapshots = feature_maps.load_snapshots(args.checkpoint_dir, args.every)
+    if args.image or args.feature_vis:
+        run, mean_image = run_folder.load_run(args.checkpoint_dir)
+    if args.image:
+        image = feature_maps.prepare_image(args.image, run["image_size"], mean_image)
+    with files.writing_into(args.out):  # what killed runs left in --out is swept first
         written = filter_gifs(snapshots, args.layers, args.scale, args.input_channel, args.per_frame_norm,
                               args.fps, args.out)
         if args.image:
@@ -171,10 +196,7 @@ def main(argv=None):
             written += grad_cam.grad_cam_png(args.checkpoint_dir, args.image, args.out)
         if args.feature_vis:
             written += feature_vis.feature_vis_gifs(args, snapshots, run["image_size"], mean_image)
-    except (cli.UsageError, cli.Failure) as error:
-        return cli.report(error)
-    print(f"{len(snapshots)} snapshots, steps {snapshots[0][0]} to {snapshots[-1][0]}: wrote {', '.join(written)}")
-    return 0
+    return snapshots, written
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 import cli
+import files
 from files import (DiskFull, disk_full, is_disk_full, is_temporary_name, read_json, remove, sweep_temporaries,
                    temporary_name, try_lock, write_bytes_atomically, write_json_atomically)
 from progress import Progress
@@ -108,18 +109,22 @@ def downloadImages(filename, expected_bytes=None, data_dir=DATA_DIR, md5=None,
     os.makedirs(data_dir, exist_ok=True)
     final_path = os.path.join(data_dir, filename)
     if os.path.isfile(final_path) and expected_bytes in (None, os.path.getsize(final_path)):
-        return final_path
+        problem = archive_problem(final_path)
+        if problem is None:
+            return final_path
+        print(f"Warning: {final_path} is {problem}: {set_aside(final_path)}; fetching it again", file=sys.stderr)
     url = f"{base_url().rstrip('/')}/{filename}"
     part_path = final_path + ".part"
     bar = DownloadProgress(filename, expected_bytes) if progress else None
+    announced = {}
     try:
-        total = _fetch_with_retries(url, part_path, expected_bytes, retries, (timeout, stall_timeout), bar)
+        total = _fetch_with_retries(url, part_path, expected_bytes, retries, (timeout, stall_timeout), bar, announced)
     finally:
         if bar:
             bar.close()
     if md5 is None and OFFICIAL_ARCHIVES.get(filename, (None,))[0] == total:
         md5 = OFFICIAL_ARCHIVES[filename][1]
-    _verify(part_path, filename, url, total, md5, strict_md5)
+    _verify(part_path, filename, url, announced.get("bytes", total), md5, strict_md5)
     os.replace(part_path, final_path)
     return final_path
 
@@ -128,12 +133,13 @@ class _Stalled(Exception):
     """The connection brought (almost) nothing for too long; what arrived is kept."""
 
 
-def _fetch_with_retries(url, part_path, expected_bytes, retries, timeouts, bar):
-    """Fetch until ``part_path`` is whole; returns the file's full size."""
+def _fetch_with_retries(url, part_path, expected_bytes, retries, timeouts, bar, announced):
+    """Fetch until ``part_path`` is whole; returns the file's full size. ``announced["bytes"]`` keeps the
+    first full size a response announced, which the file must match."""
     filename = _archive_name(part_path)
     for attempt in range(retries + 1):
         try:
-            return _fetch_remaining(url, part_path, expected_bytes, timeouts, bar)
+            return _fetch_remaining(url, part_path, expected_bytes, timeouts, bar, announced)
         except urllib.error.HTTPError as error:
             if 300 <= error.code < 400:  # urllib follows redirects; one that comes back is a loop
                 raise DataError(f"cannot download {filename} from {url}: the server redirects in a loop "
@@ -158,7 +164,7 @@ def _fetch_with_retries(url, part_path, expected_bytes, retries, timeouts, bar):
     raise DataError(f"cannot download {filename} from {url} after {retries + 1} attempts: {reason} ({hint})")
 
 
-def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar):
+def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar, announced):
     """Append to ``part_path`` whatever of ``url`` it lacks; returns the file's full size."""
     timeout = timeouts[0]
     have = _size(part_path)
@@ -181,7 +187,7 @@ def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar):
             return have
         _start_over(part_path, bar, f"the server's copy has {total if total is not None else 'an unknown number of'} "
                                     f"bytes, which the {have} already downloaded do not fit")
-        return _fetch_remaining(url, part_path, expected_bytes, timeouts, bar)
+        return _fetch_remaining(url, part_path, expected_bytes, timeouts, bar, announced)
     finally:
         waiting.cancel()
     with response:
@@ -194,6 +200,8 @@ def _fetch_remaining(url, part_path, expected_bytes, timeouts, bar):
             raise DataError(f"{_archive_name(part_path)} from {url} has {total} bytes, "
                             f"expected {expected_bytes}")
         total = expected_bytes if expected_bytes is not None else total
+        if total is not None:  # a later 416 that claims a smaller file does not overrule it
+            announced["bytes"] = total
         if bar:
             bar.start(have, total)
         _copy_body(response, part_path, have, total, timeouts, bar)
@@ -285,10 +293,17 @@ def _mirror_hint():
 
 
 def _verify(part_path, filename, url, expected_bytes, md5, strict_md5):
+    """The download's size, MD5 and archive header checked before it is renamed into place; what fails is
+    removed, with one line saying what the server sent."""
     size = _size(part_path)
     if size != expected_bytes:
         remove(part_path)
-        raise DataError(f"{filename} from {url} has {size} bytes, expected {expected_bytes}; removed it")
+        raise DataError(f"{filename} from {url} has {size} of {expected_bytes} bytes; removed it, and a rerun "
+                        f"fetches it again")
+    problem = archive_problem(part_path, filename)
+    if problem is not None:
+        remove(part_path)
+        raise DataError(f"{filename} from {url} is {problem}; removed it, and a rerun fetches it again")
     if md5 is not None:
         digest = hashlib.md5()
         with open(part_path, "rb") as part:
@@ -300,6 +315,39 @@ def _verify(part_path, filename, url, expected_bytes, md5, strict_md5):
         if digest.hexdigest() != md5:
             print(f"Warning: {filename} from the mirror {url} differs from the official archive "
                   f"(MD5 {digest.hexdigest()}, published {md5})", file=sys.stderr)
+
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+
+
+def archive_problem(path, name=None):
+    """Why ``path`` is not the gzip-compressed tar its name (``name``, else its own) promises, or None. Only the
+    headers are read (a gzip header, then the first tar header inside it): a damaged body shows at extraction."""
+    if not (name or os.path.basename(path)).endswith(ARCHIVE_SUFFIXES):
+        return None
+    with open(path, "rb") as handle:
+        start = handle.read(512)
+    if not start.startswith(b"\x1f\x8b"):
+        return f"not a gzip archive: the server sent {_what_was_sent(start, _size(path))}"
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            archive.next()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        return f"not a tar archive inside its gzip ({_one_line(error)})"
+    return None
+
+
+def _what_was_sent(start, size):
+    """An HTML page (a captive portal's, a proxy's login page), or the first bytes of whatever else it was."""
+    if re.match(rb"\s*(<!doctype html|<html|<head|<body|<\?xml)", start, re.IGNORECASE):
+        return f"an HTML page of {size} bytes (a captive portal or a proxy's login page?)"
+    return f"{size} bytes starting {start[:16]!r}"
+
+
+def set_aside(path):
+    """Move a broken file out of the way, to ``<path>.broken``; says where it went."""
+    os.replace(path, path + ".broken")
+    return f"moved it to {path}.broken"
 
 
 def _size(path):
@@ -386,8 +434,12 @@ def maybeExtract(filename, data_dir=DATA_DIR):
                     raise DataError(f"refusing to extract {filename}: unsafe member {member.name!r} ({problem})")
                 _make_plain(member)
             archive.extractall(destination, members=members, **({"filter": "data"} if has_filters else {}))
-    except (tarfile.TarError, EOFError, FileNotFoundError) as error:
+    except FileNotFoundError as error:
         raise DataError(f"cannot extract {archive_path}: {_one_line(error)}")
+    except (tarfile.TarError, EOFError, zlib.error) as error:
+        # A damaged archive in place would fail every later run the same way: it goes, and the next run fetches it.
+        raise DataError(f"cannot extract {archive_path} ({_one_line(error)}): {set_aside(archive_path)}, and the next "
+                        f"run fetches it again")
     except OSError as error:
         if is_disk_full(error):
             raise disk_full(data_dir, sum(member.size for member in members), f"the contents of {filename}") from None
@@ -453,7 +505,7 @@ def sortImages(testFraction, data_dir=DATA_DIR, seed=SPLIT_SEED):
         split["test"][breed] = sorted(test_names)
         split["train"][breed] = [name for name in names if name not in test_names]
     manifest_path = os.path.join(data_dir, "split.json")
-    if read_json(manifest_path) == split and os.path.isdir(os.path.join(data_dir, "train")):
+    if read_json(manifest_path) == split and _split_on_disk(data_dir, split):
         return split
     remove(manifest_path)
     for part in ("train", "test"):
@@ -465,6 +517,22 @@ def sortImages(testFraction, data_dir=DATA_DIR, seed=SPLIT_SEED):
                 _link_or_copy(os.path.join(images_dir, name), os.path.join(breed_dir, name))
     write_json_atomically(manifest_path, split)
     return split
+
+
+def _split_on_disk(data_dir, split):
+    """True when ``train/`` and ``test/`` hold exactly the split's folders and files: a split that a stop cut
+    short, or that lost a file or a folder since, is redone rather than trusted."""
+    for part in ("train", "test"):
+        part_dir = os.path.join(data_dir, part)
+        try:
+            if set(os.listdir(part_dir)) != set(split[part]):
+                return False
+            for breed, names in split[part].items():
+                if set(os.listdir(os.path.join(part_dir, breed))) != set(names):
+                    return False
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+    return True
 
 
 def _test_count(count, fraction):
@@ -503,19 +571,28 @@ def resolve_classes(classes, breeds):
     return chosen
 
 
+def images_by_breed(data_dir=DATA_DIR):
+    """``{breed: image count}`` of the extracted dataset, or None before images.tar.gz is wholly extracted.
+
+    The dataset itself is the truth about its breeds, never the sorted split: a stop while
+    sortImages links files leaves ``train/`` half made, and sortImages redoes it.
+    """
+    images_dir = os.path.join(data_dir, "images")
+    if not (os.path.exists(extraction_marker("images.tar.gz", data_dir)) and os.path.isdir(images_dir)):
+        return None
+    return collections.Counter(breed for breed in map(breed_of, os.listdir(images_dir)) if breed)
+
+
 def known_breeds(data_dir=DATA_DIR):
-    """The breeds to choose from: the sorted split's folders once there is one, else the dataset's 37."""
-    train_dir = os.path.join(data_dir, "train")
-    return sorted(os.listdir(train_dir)) if os.path.isdir(train_dir) else OXFORD_BREEDS
+    """The breeds to choose from: the extracted dataset's, else (before it is there) the dataset's 37."""
+    counts = images_by_breed(data_dir)
+    return sorted(counts) if counts is not None else OXFORD_BREEDS
 
 
 def expected_image_count(classes, data_dir=DATA_DIR):
-    """Images of ``classes`` in both splits: counted when sorted, else the dataset's ~200 a breed."""
-    count = 0
-    for breed in classes:
-        folders = [os.path.join(data_dir, part, breed) for part in ("train", "test")]
-        count += sum(len(os.listdir(f)) for f in folders if os.path.isdir(f)) or OXFORD_IMAGES_PER_BREED
-    return count
+    """Images of ``classes``: counted once extracted, else the dataset's ~200 a breed."""
+    counts = images_by_breed(data_dir) or {}
+    return sum(counts.get(breed) or OXFORD_IMAGES_PER_BREED for breed in classes)
 
 
 def ask_for_classes(breeds, ask=input):
@@ -560,8 +637,7 @@ def loadDataset(classes=None, image_size=224, data_dir=DATA_DIR, workers=None):
     """``buildDataset``'s arrays plus the training mean image that was subtracted."""
     labels = choose_classes(classes, data_dir)
     train_u8, train_index, test_u8, test_index = load_uint8_split(labels, image_size, data_dir, workers)
-    if len(train_u8) == 0:
-        raise DataError(f"no readable training images for {', '.join(labels)} in {data_dir}/train")
+    check_every_class_has_images(labels, train_index, test_index, data_dir)
     mean_image = train_u8.mean(axis=0, dtype=np.float64).astype(np.float32)
     train_x = _centred_float32(train_u8, mean_image, workers)
     del train_u8
@@ -569,6 +645,25 @@ def loadDataset(classes=None, image_size=224, data_dir=DATA_DIR, workers=None):
     one_hot = np.eye(len(labels), dtype=np.float32)
     return Dataset(train_x, one_hot[train_index], test_x, one_hot[test_index],
                    len(labels), labels, mean_image)
+
+
+def check_every_class_has_images(labels, train_index, test_index, data_dir):
+    """One line before training, not a network that learns a class it never sees or a test that measures
+    nothing: a class without a readable training image, or a test split without any image, is a DataError;
+    a class without test images is a warning (the test accuracy measures the others)."""
+    train_counts = np.bincount(train_index, minlength=len(labels))
+    test_counts = np.bincount(test_index, minlength=len(labels))
+    empty = [breed for breed, count in zip(labels, train_counts) if count == 0]
+    if empty:
+        raise DataError(f"no readable training images of {', '.join(empty)} in {os.path.join(data_dir, 'train')}: "
+                        f"choose other --classes")
+    if not test_counts.any():
+        raise DataError(f"no readable test images of {', '.join(labels)} in {os.path.join(data_dir, 'test')}: the "
+                        f"test accuracy needs some (a breed needs 2 or more readable images to give one to test)")
+    untested = [breed for breed, count in zip(labels, test_counts) if count == 0]
+    if untested:
+        print(f"Warning: no readable test images of {', '.join(untested)}: the test accuracy measures "
+              f"{', '.join(breed for breed in labels if breed not in untested)} only", file=sys.stderr)
 
 
 def _centred_float32(images_u8, mean_image, workers=None, chunk=16):
@@ -643,13 +738,36 @@ def load_image(path, image_size):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # under 2x the limit: draft mode copes
-            with Image.open(path) as picture:
+            with files.open_regular(path) as handle, Image.open(handle) as picture:
                 # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale, never below the target.
                 picture.draft("RGB", (image_size, image_size))
-                picture = picture.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                picture = eight_bit(picture).convert("RGB").resize((image_size, image_size), Image.BILINEAR)
                 return np.asarray(picture, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError):
         return None
+
+
+def eight_bit(picture):
+    """A 16-bit greyscale picture scaled onto 0..255 (Pillow's convert clips it at 255: 97 % of a full-range
+    gradient would turn white); any other picture as it is."""
+    if not (picture.mode.startswith("I;16") or picture.mode == "I"):
+        return picture
+    values = np.asarray(picture, dtype=np.float64)
+    return Image.fromarray(np.uint8(np.clip(np.rint(values / 257.0), 0, 255)), "L")
+
+
+def image_problem(path):
+    """Why ``path`` cannot be an image to read, in a few words, or None when it is a readable regular file
+    (whether it decodes is load_image's to say)."""
+    try:
+        files.open_regular(path).close()
+    except FileNotFoundError:
+        return "no such file"
+    except files.NotRegularFile as error:
+        return error.strerror
+    except OSError as error:
+        return error.strerror.lower() if error.strerror else _one_line(error)
+    return None
 
 
 def _cache_dir(labels, image_size, files, data_dir):
@@ -706,7 +824,8 @@ def _read_cache(cache_dir, files, n_classes, image_size):
 
 def _checksum(array):
     """CRC-32 of the array's bytes (about 1.8 GB/s: a 224-px cache of two breeds takes 30 ms)."""
-    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
+    # The bytes as a flat uint8 view, not memoryview.cast, which refuses an empty array (a split with no images).
+    return zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 def _write_cache(cache_dir, arrays, skipped):

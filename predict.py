@@ -9,13 +9,18 @@ is recovered from the checkpoint, which records both.
     python predict.py data/test/samoyed/samoyed_10.jpg
     python predict.py data/test --json            # every .jpg/.jpeg/.png below data/test
 
-Prints one line per image: its path, the class and its probability, tab-separated;
-with --json one JSON object per line (image, class, probability, probabilities). An
-image that cannot be read is one warning and the rest go on; the exit status is then 1.
+Prints one line per image: its path, the class and its probability, tab-separated (a
+path holding a tab, a newline or a double quote is double-quoted, as CSV quotes, so a
+record is always one line); with --json one JSON object per line (image, class,
+probability, probabilities). An image that cannot be read (a FIFO or a device among them,
+never waited on) is one warning and the rest go on; the exit status is then 1. Ctrl-C or
+SIGTERM stops it with one line and exit status 130 or 143.
 A checkpoint folder without a checkpoint, or without a readable run.json and
 mean_image.npy that no checkpoint records, is one line and exit status 2.
 """
 import argparse
+import csv
+import io
 import json
 import os
 import sys
@@ -46,18 +51,32 @@ def validate(args):
 # --------------------------------------------------------------------------- images
 
 def find_images(arguments):
-    """``(paths, empty folders)``: a file as given, a folder as every image below it, sorted."""
-    paths, empty = [], []
+    """``(paths, empty folders, unreadable folders)``: a file as given, a folder as every image below it,
+    sorted; a folder that cannot be listed is one warning naming it, not "no images"."""
+    paths, empty, unreadable = [], [], []
+
+    def cannot_list(error):
+        unreadable.append(error.filename)
+        print(f"Warning: cannot read the folder {cli.shown(error.filename)}: {error.strerror.lower()}", file=sys.stderr)
+
     for argument in arguments:
         if not os.path.isdir(argument):
             paths.append(argument)
             continue
-        found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(argument)
+        found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(argument, onerror=cannot_list)
                        for name in names if name.lower().endswith(imf.IMAGE_SUFFIXES))
         paths += found
-        if not found:
+        if not found and argument not in unreadable:
             empty.append(argument)
-    return paths, empty
+    return paths, empty, unreadable
+
+
+def tab_separated(fields):
+    """One record on one line: a field holding a tab, a newline or a quote is double-quoted, as CSV does."""
+    line = io.StringIO()
+    # The terminator is what makes csv quote a newline in a field; the record's own one is print's.
+    csv.writer(line, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL).writerow(fields)
+    return line.getvalue()[:-1]
 
 
 def answer(path, probabilities, classes, as_json):
@@ -65,7 +84,7 @@ def answer(path, probabilities, classes, as_json):
     if as_json:
         return json.dumps({"image": path, "class": classes[best], "probability": float(probabilities[best]),
                            "probabilities": {c: float(p) for c, p in zip(classes, probabilities)}})
-    return f"{path}\t{classes[best]}\t{probabilities[best]:.4f}"
+    return tab_separated([path, classes[best], f"{probabilities[best]:.4f}"])
 
 
 def classify(classifier, paths, batch_size, as_json):
@@ -76,8 +95,8 @@ def classify(classifier, paths, batch_size, as_json):
         for path in paths[start:start + batch_size]:
             picture = imf.load_image(path, classifier.image_size)
             if picture is None:
-                why = "no such file" if not os.path.exists(path) else "not a readable image"
-                print(f"Warning: skipped {path}: {why}", file=sys.stderr)
+                why = imf.image_problem(path) or "not a readable image"
+                print(f"Warning: skipped {cli.shown(path)}: {why}", file=sys.stderr)
                 failed += 1
             else:
                 read.append(path)
@@ -90,16 +109,28 @@ def classify(classifier, paths, batch_size, as_json):
 
 def main(argv=None):
     args = cli.parse_checked(build_parser(), validate, argv)
+    cli.stop_on_signals()
+    # A file name that is not UTF-8 is printed as the bytes it is, as ls prints it, not a UnicodeEncodeError.
+    sys.stdout.reconfigure(errors="surrogateescape")
+    try:
+        return predict(args)
+    except cli.Stopped as stop:
+        return cli.report_stop(stop)
+    except OSError as error:
+        return cli.report(cli.os_failure(error))
+
+
+def predict(args):
     try:
         classifier = Classifier(args.checkpoint_dir)
     except (cli.UsageError, cli.Failure) as error:
         cli.print_error(error)
         return cli.EXIT_USAGE
-    paths, empty = find_images(args.images)
+    paths, empty, unreadable = find_images(args.images)
     for folder in empty:
-        print(f"Warning: no .jpg, .jpeg or .png images in {folder}", file=sys.stderr)
+        print(f"Warning: no .jpg, .jpeg or .png images in {cli.shown(folder)}", file=sys.stderr)
     failed = classify(classifier, paths, args.batch_size, args.json)
-    return 1 if failed or empty else 0
+    return 1 if failed or empty or unreadable else 0
 
 
 if __name__ == "__main__":

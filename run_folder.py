@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -42,7 +43,7 @@ import numpy as np
 import cli
 import files
 import imFunctions as imf
-import tf_start  # noqa: F401 -- TensorFlow's start-up notes held back
+import tf_start  # TensorFlow's start-up notes held back
 import tensorflow as tf
 
 v1 = tf.compat.v1
@@ -80,7 +81,11 @@ def step_files(folder, name):
     """``[(step, prefix)]`` of the ``<name>-<step>`` checkpoints in ``folder`` whose index is written, oldest
     first: the one scanner for full checkpoints and snapshots alike."""
     found = []
-    for entry in os.listdir(folder) if os.path.isdir(folder) else []:
+    try:
+        entries = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):  # none yet; a folder we may not read is the caller's OSError
+        entries = []
+    for entry in entries:
         match = re.fullmatch(rf"{re.escape(name)}-(\d+)\.index", entry)
         if match:
             found.append((int(match.group(1)), os.path.join(folder, entry[:-len(".index")])))
@@ -321,7 +326,16 @@ def drop_snapshots_after(checkpoint_dir, step):
 
 @contextlib.contextmanager
 def saving(what, folder, needed_bytes):
-    """A Saver's failure as one line: a full disk names the folder and the size, its half-written file removed."""
+    """A Saver's failure as one line: a full disk names the folder and the size, its half-written file removed.
+    TensorFlow's C++ log of the failure is held back: the one line replaces it, never follows it."""
+    with tf_start.native_stderr_held_back(replaced_by=cli.Failure) as held, \
+            _saver_failure_as_one_line(what, folder, needed_bytes):
+        yield
+    os.write(2, held[0])  # what a save that worked logged is passed on
+
+
+@contextlib.contextmanager
+def _saver_failure_as_one_line(what, folder, needed_bytes):
     try:
         yield
     except tf.errors.OpError as error:
@@ -329,6 +343,21 @@ def saving(what, folder, needed_bytes):
         if "No space left on device" in error.message or "Disk quota exceeded" in error.message:
             raise files.disk_full(folder, needed_bytes, what) from None
         raise cli.Failure(f"cannot save {what} in {folder}: {error.message.splitlines()[0]}") from None
+
+
+def add_summary(writer, summary, step):
+    """``writer.add_summary`` that never loses events in silence: a --logdir without room for this one is
+    DiskFull, one line naming the folder (TensorFlow's writer would drop them and exit 0)."""
+    logdir = writer.get_logdir()
+    needed = len(summary if isinstance(summary, bytes) else summary.SerializeToString()) + 16  # TFRecord framing
+    if shutil.disk_usage(logdir).free < needed:
+        raise files.disk_full(logdir, needed, "TensorBoard's events")
+    try:
+        writer.add_summary(summary, step)
+    except RuntimeError as error:  # the writer's thread died on a failed write: its error comes back here
+        if "No space left on device" in str(error) or "quota exceeded" in str(error):
+            raise files.disk_full(logdir, needed, "TensorBoard's events") from None
+        raise cli.Failure(f"cannot write TensorBoard's events in {logdir}: {str(error).splitlines()[0]}") from None
 
 
 def variable_bytes(variables):

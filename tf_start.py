@@ -19,8 +19,9 @@ import tempfile
 
 
 @contextlib.contextmanager
-def native_stderr_held_back():
-    """Hold back what native code writes to stderr; replay it if the block fails.
+def native_stderr_held_back(replaced_by=()):
+    """Hold back what native code writes to stderr; replay it if the block fails, unless with one of the
+    ``replaced_by`` exceptions, whose one line says it all (TensorFlow's C++ log of a full disk, say).
 
     Yields a list that holds the bytes once the block is over, for a caller that
     decides afterwards that they matter.
@@ -32,10 +33,11 @@ def native_stderr_held_back():
         os.dup2(held.fileno(), 2)
         try:
             yield held_bytes
-        except BaseException:
+        except BaseException as error:
             os.dup2(saved, 2)
-            held.seek(0)
-            os.write(2, held.read())
+            if not isinstance(error, replaced_by):
+                held.seek(0)
+                os.write(2, held.read())
             raise
         finally:
             os.dup2(saved, 2)

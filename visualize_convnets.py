@@ -26,6 +26,7 @@ import numpy as np
 
 import cli
 import drawing
+import files
 import imFunctions as imf
 import resources
 import run_folder
@@ -117,7 +118,8 @@ def validate(args):
     except ValueError as error:
         raise cli.UsageError(str(error))
     if args.probe_image and imf.load_image(args.probe_image, 16) is None:
-        raise cli.UsageError(f"cannot read --probe-image {args.probe_image}: not an image, or damaged")
+        raise cli.UsageError(f"cannot read --probe-image {cli.shown(args.probe_image)}: "
+                             f"{imf.image_problem(args.probe_image) or 'not an image, or damaged'}")
     check_memory(args.image_size, args.batch_size, imf.expected_image_count(args.classes, args.data_dir))
     for folder in [args.data_dir, args.logdir, args.checkpoint_dir] + ([] if args.skip_demos else [args.figures_dir]):
         resources.check_writable(folder)
@@ -431,7 +433,7 @@ def write_train_summary(session, model, feed, train_writer, step):
     measured = run_checked(session, {"summary": model["summaries"], "accuracy": model["accuracy"],
                                      "loss": model["loss"]}, {**feed, model["keepRate1"]: 1.0, model["keepRate2"]: 1.0},
                            step)
-    train_writer.add_summary(measured["summary"], step)
+    run_folder.add_summary(train_writer, measured["summary"], step)
     return measured["accuracy"]
 
 
@@ -441,13 +443,13 @@ def write_test_summary(session, model, dataset, test_writer, step, rng):
     summary = session.run(model["test_summaries"], {
         model["X"]: dataset.test_x[picked], model["Y_"]: dataset.test_y[picked],
         model["keepRate1"]: 1.0, model["keepRate2"]: 1.0})
-    test_writer.add_summary(summary, step)
+    run_folder.add_summary(test_writer, summary, step)
 
 
 def take_snapshot(session, folder, probe, train_writer, step):
     """The conv layers' weights for filter_gif.py, and the probe image's feature maps for TensorBoard."""
     folder.save_snapshot(session, step)
-    train_writer.add_summary(probe.summary(session), step)
+    run_folder.add_summary(train_writer, probe.summary(session), step)
 
 
 # --------------------------------------------------------------------------- 6. training
@@ -592,6 +594,8 @@ def main(argv=None):
     except ValueError as error:
         cli.print_error(error)
         return cli.EXIT_FAILURE
+    except OSError as error:  # a folder that went missing or is not ours to read, named in one line
+        return cli.report(cli.os_failure(error))
 
 
 def run_the_tutorial(args, folder):
@@ -603,8 +607,9 @@ def run_the_tutorial(args, folder):
     dataset = prepare_data(args.classes, args.image_size, args.test_fraction, args.data_dir)
     if not args.skip_demos:
         image = demo_image(args.data_dir, args.classes[0])
-        for figure in (*demo_convolution(image, args.figures_dir), demo_pooling(args.figures_dir)):
-            print(f"Wrote {figure.path}")
+        with files.writing_into(args.figures_dir):  # what a killed run left there is swept first
+            for figure in (*demo_convolution(image, args.figures_dir), demo_pooling(args.figures_dir)):
+                print(f"Wrote {figure.path}")
     run = dict(run, classes=dataset.classLabels, train_images=len(dataset.train_x))
     print(f"Training on {len(dataset.train_x)} images, testing on {len(dataset.test_x)}: "
           f"{', '.join(dataset.classLabels)} at {args.image_size}px, seed {run['seed']}", flush=True)

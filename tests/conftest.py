@@ -103,3 +103,30 @@ def short_training_run(data_dir, out_dir, **flags):
 def short_run(prepared_data_dir, tmp_path_factory):
     """A real 3-epoch run at 64 px: 6 steps an epoch, snapshots every 2 steps, a checkpoint each epoch, 2 kept."""
     return short_training_run(prepared_data_dir, tmp_path_factory.mktemp("run"))
+
+
+# --------------------------------------------------------------------------- small disks
+
+def small_disk_available(tmp_path):
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    return subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {probe}"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Runs a shell command with a folder mounted as a tmpfs of the given size, in a private mount namespace."""
+    if not small_disk_available(tmp_path):
+        pytest.skip("needs root and mount namespaces (unshare -m) to make a small disk")
+
+    def run(folder, size, command):
+        folder.mkdir(parents=True, exist_ok=True)
+        script = f"mount -t tmpfs -o size={size} tmpfs '{folder}' && {command}"
+        return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                              stdin=subprocess.DEVNULL, timeout=300)
+    return run
+
+
+def shell_command(script, args):
+    return " ".join([sys.executable, os.path.join(REPO, script), *(f"'{arg}'" for arg in map(str, args))])

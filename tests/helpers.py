@@ -1,12 +1,14 @@
 """Helpers the test modules share, written apart from the code under test: reference computations in
 numpy, the drawing layout as the README states it, event files read back, one-line errors, odd files."""
 import contextlib
+import http.server
 import io
 import os
 import select
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 
 import numpy as np
@@ -129,6 +131,68 @@ def serving(*args):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def as_an_ordinary_user():
+    """The command prefix that runs a process bound by file permissions: root keeps its uid but loses the
+    capabilities that override them (a folder chmod 000 is then unreadable to it, as to anyone)."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@contextlib.contextmanager
+def unreadable(folder):
+    """``folder`` with no permissions for the length of the block (pytest can remove it afterwards)."""
+    folder.chmod(0)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)
+
+
+def run_as_an_ordinary_user(script, *args, timeout=120):
+    """One of the project's scripts run bound by file permissions, as a user without root runs it."""
+    return subprocess.run([*as_an_ordinary_user(), sys.executable, os.path.join(REPO, script), *map(str, args)],
+                          check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+PORTAL_PAGE = b"<!DOCTYPE html>\n<html><head><title>Sign in to the Wi-Fi</title></head><body>Accept the terms</body></html>\n"
+
+
+@contextlib.contextmanager
+def lying_server(body, announced):
+    """An HTTP server on 127.0.0.1 that answers every GET with 200 and ``Content-Length: announced`` but sends
+    ``body`` and closes; a Range request past ``body`` gets 416 ``bytes */len(body)``, as if that were the whole
+    file. Yields its URL."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.headers.get("Range"):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(announced))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.close_connection = True
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --------------------------------------------------------------------------- notebooks

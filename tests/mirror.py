@@ -13,8 +13,9 @@ JPEG, an empty file and ``.mat`` files. ``annotations/`` holds ``list.txt`` (wit
 ``MirrorServer(directory)`` serves a folder on 127.0.0.1 with HTTP Range support, and
 can cut its first response for a file after N bytes, like a dropped connection.
 
-Run as a script to serve a freshly generated mirror until Ctrl-C; it prints the URL
-to put in ``$OXFORD_PETS_URL`` (``--port 0``, the default, takes any free port):
+Run as a script to serve a freshly generated mirror until Ctrl-C or SIGTERM (one line,
+exit status 128 + the signal's number, as every entry point of the project); it prints
+the URL to put in ``$OXFORD_PETS_URL`` (``--port 0``, the default, takes any free port):
 
     python tests/mirror.py --port 0
 """
@@ -27,7 +28,6 @@ import io
 import os
 import random
 import re
-import signal
 import socket
 import sys
 import tarfile
@@ -35,6 +35,9 @@ import tempfile
 import threading
 
 from PIL import Image, ImageDraw
+
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's own modules
+import cli  # after the path that finds it when run as a script
 
 # breed -> (species, number of clean images); species 1 is cat, 2 is dog, as in list.txt.
 BREEDS = {
@@ -398,8 +401,15 @@ def main(argv=None):
                         help="zero-pad the archives to the official sizes (811 MB in all) that the tutorial's "
                              "downloadImages calls expect")
     args = parser.parse_args(argv)
-    # SIGTERM (kill, docker stop) ends the server through the with-block as Ctrl-C does: a temporary --out goes.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM (kill, docker stop) and Ctrl-C end the server through the with-block: a temporary --out goes.
+    cli.stop_on_signals()
+    try:
+        return serve(args)
+    except cli.Stopped as stop:
+        return cli.report_stop(stop)
+
+
+def serve(args):
     with contextlib.ExitStack() as stack:
         out = args.out or stack.enter_context(tempfile.TemporaryDirectory(prefix="pets-mirror-"))
         try:
@@ -420,10 +430,7 @@ def main(argv=None):
         print(f"mirror.py: serving {out}; in another shell:\n"
               f"  OXFORD_PETS_URL={server.url} python visualize_convnets.py --image-size 64 --epochs 5",
               file=sys.stderr, flush=True)
-        try:
-            server.thread.join()
-        except KeyboardInterrupt:
-            pass
+        server.thread.join()
     return 0
 
 

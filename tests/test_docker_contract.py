@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker" / "compose.yaml"
-FOLDERS = ("data", "logs", "checkpoints", "gifs")
+FOLDERS = ("data", "logs", "checkpoints", "gifs", "figures")
 
 
 def instructions(text):
@@ -130,7 +130,7 @@ def test_default_uid_and_gid_are_not_root():
     assert int(defaults["USER_UID"]) > 0 and int(defaults["USER_GID"]) > 0
 
 
-def test_declares_volumes_for_data_logs_checkpoints_gifs():
+def test_declares_volumes_for_data_logs_checkpoints_gifs_and_figures():
     declared = set()
     for arguments in only("VOLUME"):
         declared.update(json.loads(arguments) if arguments.startswith("[") else arguments.split())
@@ -143,6 +143,38 @@ def test_volume_folders_are_made_writable_for_the_user_before_volume():
     chowns = " ".join(arguments for name, arguments in parsed[:volume_at] if name == "RUN" and "chown" in arguments)
     for folder in FOLDERS:
         assert re.search(rf"chown \S*USER_UID\S*:\S*USER_GID\S* [^&]*\b{folder}\b", chowns), folder
+
+
+def test_every_folder_made_for_the_user_is_a_volume():
+    made = set()
+    for name, arguments in dockerfile():
+        for listed in re.findall(r"mkdir -p ([^&;|]+)", arguments) if name == "RUN" else []:
+            made.update(f"/workspace/{folder}" for folder in listed.split())
+    declared = set()
+    for arguments in only("VOLUME"):
+        declared.update(json.loads(arguments) if arguments.startswith("[") else arguments.split())
+    assert made and made <= declared
+
+
+def docker_run_lines(text):
+    """Each ``docker run`` command in ``text`` (not the words in prose, as in "plain `docker run`"), continuation
+    lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return re.findall(r"docker run [^`\n]*", joined)
+
+
+def test_every_docker_run_in_the_readme_has_an_init_to_pass_docker_stops_sigterm_on():
+    lines = docker_run_lines((ROOT / "README.md").read_text())
+    assert len(lines) >= 4
+    for line in lines:
+        assert re.search(r"docker run (\S+ )*--init\b", line), line
+
+
+def test_every_docker_run_the_dockerfile_suggests_has_an_init():
+    lines = docker_run_lines((ROOT / "Dockerfile").read_text())
+    assert lines
+    for line in lines:
+        assert re.search(r"docker run (\S+ )*--init\b", line), line
 
 
 def test_exposes_tensorboard_port():

@@ -8,6 +8,7 @@ import tarfile
 import urllib.request
 
 import mirror
+import pytest
 from conftest import REPO
 from helpers import serving
 
@@ -34,13 +35,23 @@ def test_official_sizes_pads_the_archives_to_what_the_tutorial_expects(tmp_path)
                 206, f"bytes {size - 1}-{size - 1}/{size}", b"\0")
 
 
-def test_without_out_the_archives_live_in_a_temporary_folder_removed_at_sigterm():
-    with serving() as (url, process):
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_without_out_the_archives_live_in_a_temporary_folder_removed_at_a_signal(number):
+    with serving() as (_, process):
         folder = process.stderr.readline().split("serving ", 1)[1].split(";", 1)[0]
         assert sorted(os.listdir(folder)) == ["annotations.tar.gz", "images.tar.gz"]
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        process.send_signal(number)
+        assert process.wait(timeout=30) == 128 + number
     assert not os.path.exists(folder)
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_mirror_in_one_line_with_128_plus_its_number(number, tmp_path):
+    with serving("--out", str(tmp_path)) as (_, process):
+        process.stderr.readline(), process.stderr.readline()  # what it serves, and how to use it
+        process.send_signal(number)
+        assert process.wait(timeout=30) == 128 + number
+        assert process.stderr.read() == f"mirror.py: stopped by {signal.Signals(number).name}\n"
 
 
 def test_a_port_in_use_is_one_line_and_exit_2(tmp_path):

@@ -39,7 +39,7 @@ def test_accuracy_on_the_test_split_equals_the_runs_last_test_set_accuracy(short
 
 def test_images_are_prepared_exactly_as_training_prepared_its_test_set(short_run):
     classifier = predict.Classifier(short_run.checkpoint_dir)
-    paths, _ = predict.find_images([short_run.data_dir / "test" / c for c in CLASSES])
+    paths = predict.find_images([short_run.data_dir / "test" / c for c in CLASSES])[0]
     dataset = imf.loadDataset(CLASSES, 64, short_run.data_dir)
 
     feed = classifier.feed(np.stack([imf.load_image(path, 64) for path in paths]))

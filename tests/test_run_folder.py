@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing import event_accumulator
 import filter_gif as fg
 import files
 import visualize_convnets as vc
-from conftest import REPO, run_script, short_training_run, training_args
+from conftest import REPO, run_script, shell_command, short_training_run, training_args
 from helpers import decompression_bomb_png
 
 STEPS_PER_EPOCH = 6  # 44 readable training images of shiba_inu and samoyed, batches of 8
@@ -327,31 +327,6 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_its_last_finite_checkpoint(
 
 # --------------------------------------------------------------------------- full disks
 
-def small_disk_available(tmp_path):
-    probe = tmp_path / "probe"
-    probe.mkdir()
-    return subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {probe}"],
-                          capture_output=True).returncode == 0
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """Runs a shell command with a folder mounted as a tmpfs of the given size, in a private mount namespace."""
-    if not small_disk_available(tmp_path):
-        pytest.skip("needs root and mount namespaces (unshare -m) to make a small disk")
-
-    def run(folder, size, command):
-        folder.mkdir(parents=True, exist_ok=True)
-        script = f"mount -t tmpfs -o size={size} tmpfs '{folder}' && {command}"
-        return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                              stdin=subprocess.DEVNULL, timeout=300)
-    return run
-
-
-def shell_command(script, args):
-    return " ".join([sys.executable, os.path.join(REPO, script), *(f"'{arg}'" for arg in map(str, args))])
-
-
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_half_written_file(small_disk, prepared_data_dir,
                                                                                     run32, tmp_path):
     args = training_args(prepared_data_dir, tmp_path, image_size=32, skip_demos=True)
@@ -365,6 +340,17 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_half_written_
     assert error_line(result).startswith(f"visualize_convnets.py: error: disk full: cannot write a checkpoint in "
                                          f"{checkpoints}: it needs {files.human_bytes(checkpoint_bytes)}, ")
     assert "tempstate" not in result.stdout  # the folder's listing, taken before the small disk went away
+
+
+def test_a_full_disk_during_a_checkpoint_shows_no_tensorflow_log_before_its_one_line(small_disk, prepared_data_dir,
+                                                                                    tmp_path):
+    args = training_args(prepared_data_dir, tmp_path, image_size=32, skip_demos=True)
+    result = small_disk(tmp_path / "checkpoints", "4m", shell_command("visualize_convnets.py", args))
+
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("visualize_convnets.py: error: disk full: cannot write a checkpoint in ")
+    assert not [line for line in lines if re.match(r"[IWEF]\d{4} \d\d:\d\d:\d\d", line)], result.stderr
 
 
 def test_a_full_disk_for_the_dataset_cache_is_a_warning_and_training_goes_on(small_disk, prepared_data_dir, tmp_path):
