@@ -161,16 +161,17 @@ def filter_gifs(snapshots, layers, scale, input_channel, per_frame_norm, fps, ou
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.stop_on_signals()
-    tf_start.gpus()  # TensorFlow's CUDA probe, before any session, so its log shows only when it failed
-    try:
-        snapshots, written = make_outputs(args)
-    except cli.Stopped as stop:
-        return cli.report_stop(stop, "; the file being written was removed")
-    except (cli.UsageError, cli.Failure) as error:
-        return cli.report(error)
-    except OSError as error:
-        return cli.report(cli.os_failure(error))
+    with cli.signal_handlers_restored():  # called from a notebook, the kernel keeps its own
+        cli.stop_on_signals()
+        tf_start.gpus()  # TensorFlow's CUDA probe, before any session, so its log shows only when it failed
+        try:
+            snapshots, written = make_outputs(args)
+        except cli.Stopped as stop:
+            return cli.report_stop(stop, "; the file being written was removed")
+        except (cli.UsageError, cli.Failure) as error:
+            return cli.report(error)
+        except OSError as error:
+            return cli.report(cli.os_failure(error))
     if len(snapshots) == 1:
         print(f"1 snapshot so far, step {snapshots[0][0]}: one-frame GIFs; wrote {', '.join(written)}")
     else:

@@ -109,15 +109,14 @@ def classify(classifier, paths, batch_size, as_json):
 
 def main(argv=None):
     args = cli.parse_checked(build_parser(), validate, argv)
-    cli.stop_on_signals()
-    # A file name that is not UTF-8 is printed as the bytes it is, as ls prints it, not a UnicodeEncodeError.
-    sys.stdout.reconfigure(errors="surrogateescape")
-    try:
-        return predict(args)
-    except cli.Stopped as stop:
-        return cli.report_stop(stop)
-    except OSError as error:
-        return cli.report(cli.os_failure(error))
+    with cli.signal_handlers_restored():  # called from a notebook, the kernel keeps its own
+        cli.stop_on_signals()
+        try:
+            return predict(args)
+        except cli.Stopped as stop:
+            return cli.report_stop(stop)
+        except OSError as error:
+            return cli.report(cli.os_failure(error))
 
 
 def predict(args):
@@ -134,4 +133,6 @@ def predict(args):
 
 
 if __name__ == "__main__":
+    # A file name that is not UTF-8 is printed as the bytes it is, as ls prints it, not a UnicodeEncodeError.
+    sys.stdout.reconfigure(errors="surrogateescape")
     sys.exit(main())

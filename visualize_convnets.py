@@ -576,6 +576,12 @@ def evaluate(session, model, images, labels, batch_size):
 
 def main(argv=None):
     args = parse_args(argv)
+    with cli.signal_handlers_restored():  # called from a notebook, the kernel keeps its own
+        return train_and_evaluate(args)
+
+
+def train_and_evaluate(args):
+    """The whole run for parsed ``args``, a stop or a failure turned into one line; returns the exit status."""
     tf_start.quiet_python_logs()
     # Until the loop takes over, a stop ends the run at once: downloads resume, writes are atomic.
     cli.stop_on_signals()

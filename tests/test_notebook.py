@@ -26,8 +26,6 @@ from conftest import REPO
 from helpers import inject_parameters
 from PIL import Image
 
-import cli
-
 JUPYTER = "Jupyter runs the notebook: pip install -r requirements-notebook.txt"
 nbformat = pytest.importorskip("nbformat", reason=JUPYTER)
 NotebookClient = pytest.importorskip("nbclient", reason=JUPYTER).NotebookClient
@@ -73,6 +71,10 @@ def executed(archives, tmp_path_factory):
     folders = {name: str(work / DEFAULTS[name]) for name in ("data_dir", "logdir", "checkpoint_dir", "gif_dir",
                                                               "figures_dir")}
     notebook = inject_parameters(committed(), {"image_size": 32, "epochs": EPOCHS, **folders})
+    # The kernel's SIGINT and SIGTERM handlers, printed before the first cell and after the last.
+    handlers = "import signal\nprint(signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))"
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(handlers, metadata={"tags": ["handlers-before"]}))
+    notebook.cells.append(nbformat.v4.new_code_cell(handlers, metadata={"tags": ["handlers-after"]}))
     info_dir = work / "tmp" / ".tensorboard-info"
     os.makedirs(work / "tmp")
     # The article's download lines pass the official sizes: the mirror pads its archives to them.
@@ -148,15 +150,12 @@ def test_the_notebook_states_the_readmes_expected_results():
     assert "0.82 over the last 10 epochs and 0.83 over the last 50 (best 0.85)" in " ".join(readme.split())
 
 
-def test_signal_handlers_restored_gives_the_kernel_its_interrupt_back():
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with cli.signal_handlers_restored():
-        cli.stop_on_signals()
-        cli.Interrupted()
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
-
-
 # --------------------------------------------------------------------------- run top to bottom
+
+def test_the_kernel_keeps_its_interrupt_after_training_predict_and_filter_gif_ran_in_it(executed):
+    before = printed(tagged(executed["notebook"], "handlers-before"))
+    assert before and printed(tagged(executed["notebook"], "handlers-after")) == before
+
 
 def test_no_cell_fails(executed):
     errors = [output for cell in executed["notebook"].cells if cell.cell_type == "code" for output in cell.outputs
