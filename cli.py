@@ -7,6 +7,7 @@ an unreadable checkpoint), 128 + the signal's number for a stop by SIGTERM or Ct
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
 
@@ -81,7 +82,7 @@ def os_failure(error):
     import files  # here, not at the top: files imports this module
     path = error.filename if error.filename is not None else "a file"
     if files.is_disk_full(error):
-        free = files.shutil.disk_usage(files.nearest_existing(os.path.dirname(os.path.abspath(path)))).free
+        free = shutil.disk_usage(files.nearest_existing(os.path.dirname(os.path.abspath(path)))).free
         return files.DiskFull(f"disk full: cannot write {shown(path)}: {files.human_bytes(free)} free")
     why = (error.strerror or type(error).__name__).lower()
     return Failure(f"cannot use {shown(path)}: {why}")

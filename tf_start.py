@@ -99,11 +99,11 @@ def choose_precision(requested):
     "bfloat16"): auto takes a GPU's float16 tensor cores, else a CPU's bfloat16 units, else float32 with
     one warning line; a rewrite named where the hardware lacks it is one warning, and TensorFlow then
     leaves the graph in float32 (float16's loss scaling still runs)."""
+    if requested is None:  # the tutorial's float32: nothing to ask the hardware
+        return FLOAT32
     found = gpus()
     float16_ready = bool(found) and all(gpu_has_float16(gpu) for gpu in found)
     bfloat16_ready = not found and cpu_has_bfloat16()
-    if requested is None:
-        return FLOAT32
     if requested == "auto":
         if float16_ready or bfloat16_ready:
             return MIXED_FLOAT16 if float16_ready else MIXED_BFLOAT16
