@@ -120,6 +120,26 @@ def choose_precision(requested):
     return MIXED_FLOAT16 if requested == "float16" else MIXED_BFLOAT16
 
 
+def minimize_loss_scaled(adam, loss, global_step):
+    """``adam.minimize(loss)`` with float16's dynamic loss scaling: the training step and the loss scale's
+    variables. Call it in the name scope Adam would be minimised in.
+
+    The loss is scaled up before the backward pass so small gradients do not vanish in float16, and
+    the gradients scaled back down before Adam sees them; the scale halves whenever they overflow,
+    and that step changes no weight. Such a step still counts: a global step stays one batch of the
+    epoch's order.
+    """
+    # Adam's variables made here, in this scope, as a plain minimize makes them: the loss scaling applies
+    # the update inside a tf.cond, which would name them outside it, and then a checkpoint of one
+    # precision would not restore into the other's graph.
+    adam._create_slots(loss.graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES))
+    scaled = tf.compat.v1.mixed_precision.MixedPrecisionLossScaleOptimizer(adam, "dynamic")
+    update = scaled.minimize(loss, name="adam")
+    with tf.control_dependencies([update]):
+        counted = tf.group(global_step.assign_add(1, read_value=False), name="count_step")
+    return counted, [variable for variable in scaled.variables() if variable not in adam.variables()]
+
+
 @functools.cache
 def gpus():
     """The GPUs TensorFlow sees. Its CUDA probe logs an error on every machine without one, so that

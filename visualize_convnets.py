@@ -340,26 +340,13 @@ def loss_and_accuracy(logits, Y, Y_):
 
 
 def optimiser(loss, learning_rate, global_step, loss_scaling=False):
-    """Adam on the loss: the training step, which also counts the global step, and the loss scale's variables.
-
-    With ``loss_scaling`` (float16, --mixed-precision on a GPU) the loss is scaled up before the
-    backward pass so small gradients do not vanish in float16, and the gradients scaled back
-    down before Adam sees them; the scale halves whenever they overflow, and that step changes
-    no weight. Such a step still counts: a global step stays one batch of the epoch's order.
-    """
+    """Adam on the loss: the training step, which also counts the global step, and the loss scale's variables
+    (none but with ``loss_scaling``: float16, --mixed-precision on a GPU, tf_start.minimize_loss_scaled)."""
     with tf.name_scope("train"):
         adam = v1.train.AdamOptimizer(learning_rate)
-        if not loss_scaling:
-            return adam.minimize(loss, global_step=global_step, name="adam"), []
-        # Adam's variables made here, in this scope, as the float32 step makes them: the loss scaling
-        # applies the update inside a tf.cond, which would name them outside it, and then a checkpoint
-        # of one precision would not restore into the other's graph.
-        adam._create_slots(loss.graph.get_collection(v1.GraphKeys.TRAINABLE_VARIABLES))
-        scaled = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(adam, "dynamic")
-        update = scaled.minimize(loss, name="adam")
-        with tf.control_dependencies([update]):
-            counted = tf.group(global_step.assign_add(1, read_value=False), name="count_step")
-        return counted, [variable for variable in scaled.variables() if variable not in adam.variables()]
+        if loss_scaling:
+            return tf_start.minimize_loss_scaled(adam, loss, global_step)
+        return adam.minimize(loss, global_step=global_step, name="adam"), []
 
 
 # --------------------------------------------------------------------------- 5. the TensorBoard summaries
