@@ -7,6 +7,7 @@ training prepared them: resized, the training mean subtracted, no dropout.
 """
 import numpy as np
 
+import architecture
 import cli
 import run_folder
 import tf_start
@@ -27,7 +28,8 @@ class Classifier:
         checkpoints = run_folder.find_checkpoints(checkpoint_dir)
         run, self.mean = run_folder.load_run(checkpoint_dir, checkpoints)
         self.classes, self.image_size = run["classes"], run["image_size"]
-        self.model = vc.build_graph(self.image_size, len(self.classes))
+        self.network = architecture.TUTORIAL
+        self.model = vc.build_graph(self.image_size, len(self.classes), network=self.network)
         # Outside its graph a Saver would try to restore eagerly, which TF1 variables cannot.
         with self.model["graph"].as_default():
             tf_start.gpus()  # TensorFlow's CUDA probe, its log shown only when it failed to find a GPU that is there
@@ -37,9 +39,14 @@ class Classifier:
         if self.checkpoint is None:
             raise NoCheckpoint(f"no full checkpoint in {checkpoint_dir}: train first (python visualize_convnets.py)")
 
+    @property
+    def explained_layer(self):
+        """The conv layer explanations weigh (Grad-CAM's), as the network's description names it."""
+        return self.network.views["explained"]
+
     def feed(self, pictures):
-        """The feed of uint8 [n, size, size, 3] pictures, centred as training centred its images, no dropout."""
-        return {self.model["X"]: pictures.astype(np.float32) - self.mean,
+        """The feed of uint8 [n, size, size, 3] pictures, prepared as training prepared its images, no dropout."""
+        return {self.model["X"]: self.network.prepare(pictures.astype(np.float32), self.mean),
                 self.model["keepRate1"]: 1.0, self.model["keepRate2"]: 1.0}
 
     def probabilities(self, pictures):

@@ -1,10 +1,10 @@
 """The conv stack on any snapshot's weights: an image's feature maps through training, for filter_gif.py.
 
-Training saves the four conv layers' weights and biases every --snapshot-every steps
-(run_folder: ``snapshots/filters-<step>``). Here they are read back in global-step order and
-fed, as placeholders, into visualize_convnets.conv_stack, so one graph serves every
-snapshot: the tutorial's GIF of an image's feature maps evolving, and one PNG per conv and
-pool layer at the latest full checkpoint.
+Training saves the conv layers' weights and biases every --snapshot-every steps (run_folder:
+``snapshots/filters-<step>``). Here they are read back in global-step order and fed, as
+placeholders, into visualize_convnets.conv_stack of the run's network (architecture.py), so one
+graph serves every snapshot: the tutorial's GIF of an image's feature maps evolving, and one PNG
+per conv and pool layer at the latest full checkpoint.
 """
 import os
 import sys
@@ -12,6 +12,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+import architecture
 import cli
 import drawing
 import imFunctions as imf
@@ -22,15 +23,11 @@ import visualize_convnets as vc
 
 v1 = tf.compat.v1
 
-CONV_CHANNELS = {scope: (in_channels, out_channels) for scope, _, in_channels, out_channels in vc.CONV_LAYERS}
-SUFFIX = {scope: suffix for scope, suffix, _, _ in vc.CONV_LAYERS}
-
-
 # --------------------------------------------------------------------------- snapshots
 
-def read_conv_params(prefix):
-    """``{scope: (weights, biases)}`` of a checkpoint, or None while it is missing or half-written."""
-    names = {scope: (f"{scope}/weights{SUFFIX[scope]}", f"{scope}/biases{SUFFIX[scope]}") for scope in CONV_CHANNELS}
+def read_conv_params(prefix, network):
+    """``{layer: (weights, biases)}`` of a checkpoint's conv layers, or None while it is missing or half-written."""
+    names = {layer: architecture.checkpoint_names(layer) for layer in network.conv_layers}
     tensors = run_folder.read_tensors(prefix, [name for pair in names.values() for name in pair])
     if tensors is None:
         return None
@@ -43,17 +40,23 @@ def no_snapshots(checkpoint_dir, readable=""):
                           ("" if readable else ": train first (python visualize_convnets.py)"))
 
 
-def load_snapshots(checkpoint_dir, every):
-    """Every ``every``-th readable snapshot as ``[(step, params)]``; unreadable ones are skipped."""
+def find_snapshots(checkpoint_dir):
+    """``[(step, prefix)]`` of the snapshots in a checkpoint folder, oldest first; a missing folder, or one
+    without snapshots, is a UsageError that says so."""
     if not os.path.isdir(checkpoint_dir):
         raise cli.UsageError(f"no checkpoint folder {checkpoint_dir}" + (
             ": it is a file" if os.path.exists(checkpoint_dir) else " (a typo? --checkpoint-dir names it)"))
     found = run_folder.find_snapshots(checkpoint_dir)
     if not found:
         raise no_snapshots(checkpoint_dir)
+    return found
+
+
+def read_snapshots(checkpoint_dir, found, network):
+    """``[(step, params)]`` of the ``found`` snapshots that read; unreadable ones are skipped with a warning."""
     snapshots, skipped = [], []
-    for step, prefix in found[::every]:
-        params = read_conv_params(prefix)
+    for step, prefix in found:
+        params = read_conv_params(prefix, network)
         if params is None:
             skipped.append(os.path.basename(prefix))
         else:
@@ -65,12 +68,12 @@ def load_snapshots(checkpoint_dir, every):
     return snapshots
 
 
-def newest_params(checkpoint_dir):
+def newest_params(checkpoint_dir, network):
     """``(step, params)`` of the newest full checkpoint that reads, else of the newest snapshot that reads."""
     for candidates, what in ((run_folder.find_checkpoints(checkpoint_dir), "checkpoint"),
                              (run_folder.find_snapshots(checkpoint_dir)[::-1], "snapshot")):
         for step, prefix in candidates:
-            params = read_conv_params(prefix)
+            params = read_conv_params(prefix, network)
             if params is not None:
                 if what == "snapshot":
                     print(f"No readable full checkpoint: feature maps from the snapshot of step {step}",
@@ -83,11 +86,12 @@ def newest_params(checkpoint_dir):
 
 def weight_placeholders(placeholders):
     """conv_stack's ``conv_params`` that makes each layer's weights and biases placeholders, kept in
-    ``placeholders`` by scope, so one graph serves every snapshot."""
-    def make(suffix, in_channels, out_channels):
-        weights = v1.placeholder(tf.float32, [3, 3, in_channels, out_channels], name=f"weights{suffix}")
-        biases = v1.placeholder(tf.float32, [out_channels], name=f"biases{suffix}")
-        placeholders[f"conv{suffix}"] = (weights, biases)
+    ``placeholders`` by layer, so one graph serves every snapshot."""
+    def make(layer, kernel_shape):
+        weights_name, biases_name = architecture.variable_names(layer)
+        weights = v1.placeholder(tf.float32, kernel_shape, name=weights_name)
+        biases = v1.placeholder(tf.float32, kernel_shape[-1:], name=biases_name)
+        placeholders[layer] = (weights, biases)
         return weights, biases
     return make
 
@@ -100,12 +104,13 @@ def weight_feed(placeholders, params):
 class FeatureMaps:
     """The conv stack of visualize_convnets on placeholders, so any snapshot's values can be fed."""
 
-    def __init__(self, image_size):
+    def __init__(self, image_size, network):
+        self.network = network
         self.graph = tf.Graph()
         self.params = {}
         with self.graph.as_default():
-            self.images = v1.placeholder(tf.float32, [None, image_size, image_size, 3], name="X")
-            self.layers, _ = vc.conv_stack(self.images, weight_placeholders(self.params))
+            self.images = v1.placeholder(tf.float32, [None, *network.input_shape(image_size)], name="X")
+            self.layers, _ = vc.conv_stack(self.images, network, weight_placeholders(self.params))
         self.session = v1.Session(graph=self.graph)
 
     def __call__(self, image, params, layers):
@@ -115,8 +120,8 @@ class FeatureMaps:
         return {layer: value[0] for layer, value in values.items()}
 
 
-def prepare_image(path, image_size, mean_image):
-    """The image as training saw it: resized, the training mean subtracted."""
+def prepare_image(path, image_size, mean_image, network):
+    """The image as training saw it: resized, then prepared for the network (the training mean subtracted)."""
     problem = imf.image_problem(path)
     if problem is not None:
         raise cli.UsageError(f"cannot read image {cli.shown(path)}: {problem}")
@@ -124,12 +129,7 @@ def prepare_image(path, image_size, mean_image):
     if picture is None:
         raise cli.UsageError(f"cannot read image {cli.shown(path)} (not an image, damaged, or over Pillow's "
                              f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS * 2} pixels)")
-    return picture.astype(np.float32) - mean_image
-
-
-def feature_channels(layer):
-    """Channels of a conv or pool layer's output (a pool keeps its conv's channels)."""
-    return CONV_CHANNELS[layer if layer.startswith("conv") else f"conv{layer[4]}_2"][1]
+    return network.prepare(picture.astype(np.float32), mean_image)
 
 
 def channel_maps(maps, channels):
@@ -149,12 +149,12 @@ def limits(values_per_frame, per_frame):
 
 # --------------------------------------------------------------------------- the outputs
 
-def feature_gifs(image_path, image, network, snapshots, layers, channels, fps, per_frame_norm, out):
+def feature_gifs(image_path, image, maps_of, snapshots, layers, channels, fps, per_frame_norm, out):
     """The tutorial's GIF: the image's chosen feature maps (``channels``: numbers, ['all'] or None for the
     two most active) at every snapshot, one GIF and a PNG of its last frame per layer."""
     image_size = image.shape[0]
     stem = os.path.splitext(os.path.basename(image_path))[0]
-    maps = [network(image, params, layers) for _, params in snapshots]
+    maps = [maps_of(image, params, layers) for _, params in snapshots]
     shown = channels_to_show(os.path.basename(image_path), channels, layers, maps[-1], snapshots[-1][0])
     written = []
     for layer in layers:
@@ -194,13 +194,14 @@ def most_active(maps, count=2):
     return [int(channel) for channel in np.argsort(-maps.sum(axis=(0, 1)), kind="stable")[:count]]
 
 
-def feature_pngs(image_path, image, network, checkpoint_dir, out):
+def feature_pngs(image_path, image, maps_of, checkpoint_dir, out):
     """Every conv and pool layer's feature maps at the latest full checkpoint, one PNG each."""
-    step, params = newest_params(checkpoint_dir)
-    maps = network(image, params, vc.FEATURE_LAYERS)
+    layers = maps_of.network.layer_names
+    step, params = newest_params(checkpoint_dir, maps_of.network)
+    maps = maps_of(image, params, layers)
     stem = os.path.splitext(os.path.basename(image_path))[0]
     written = []
-    for layer in vc.FEATURE_LAYERS:
+    for layer in layers:
         tiles = drawing.channel_tiles(maps[layer])[..., None]  # each channel on its own scale, as TensorBoard's
         zoom = max(1, image.shape[0] // 2 // tiles.shape[1])
         grid = drawing.tile_grid(tiles, zoom, columns=8)

@@ -46,10 +46,6 @@ def add_arguments(parser):
 
 
 def validate(args):
-    for layer in args.feature_vis or []:
-        if layer not in feature_maps.CONV_CHANNELS:
-            raise cli.UsageError(f"unknown --feature-vis layer {layer!r}; available: "
-                                 f"{', '.join(feature_maps.CONV_CHANNELS)}")
     cli.require_at_least_one(args, ("feature_vis_first_steps", "feature_vis_steps"))
     if not args.feature_vis_lr > 0:
         raise cli.UsageError(f"--feature-vis-lr must be positive, got {args.feature_vis_lr}")
@@ -74,8 +70,8 @@ class FeatureVis:
     so each snapshot starts from the previous one's result.
     """
 
-    def __init__(self, layer, image_size, mean_image, learning_rate, seed):
-        channels = feature_maps.CONV_CHANNELS[layer][1]
+    def __init__(self, layer, image_size, mean_image, network, learning_rate, seed):
+        channels = network.channels(layer)
         scale = fourier_scale(image_size)
         # Every channel starts from the same noise, so tiles differ through the weights alone.
         noise = np.random.default_rng(seed).normal(0, 0.01, (1, 2, 3) + scale.shape).astype(np.float32)
@@ -90,11 +86,11 @@ class FeatureVis:
             # Jitter: a random shift each step, so no picture relies on exact pixel positions.
             self.shift = v1.placeholder_with_default(tf.zeros([2], tf.int32), [2], name="shift")
             # Shift the raw pixels, then centre them, so every shifted input is still a valid one.
-            shifted = tf.roll(self.pixels, self.shift, axis=[1, 2]) - mean_image
-            self.inputs = self.pixels - mean_image
+            shifted = network.prepare(tf.roll(self.pixels, self.shift, axis=[1, 2]), mean_image)
+            self.inputs = network.prepare(self.pixels, mean_image)
             # Weight placeholders, as FeatureMaps has, so optimise() can feed any snapshot's weights.
-            layers, _ = vc.conv_stack(shifted, feature_maps.weight_placeholders(self.params))
-            own_mean = self.objective(layers, layer, shifted)
+            layers, _ = vc.conv_stack(shifted, network, feature_maps.weight_placeholders(self.params))
+            own_mean = self.objective(layers, network.layer_input(layer), layer, shifted)
             self.peak = tf.reduce_max(layers[layer], axis=[0, 1, 2])  # each channel over every input
             self.ascend = v1.train.AdamOptimizer(learning_rate).minimize(-tf.reduce_sum(own_mean),
                                                                          var_list=[self.spectrum])
@@ -102,12 +98,12 @@ class FeatureVis:
         self.session = v1.Session(graph=self.graph)
         self.session.run(initialise)
 
-    def objective(self, layers, layer, images):
+    def objective(self, layers, below, layer, images):
         """Input c's objective: channel c's mean before its ReLU (so a channel that is negative everywhere
         still gets a gradient), [c]. Only that channel is computed for that input: the layer's other
-        channels, c - 1 of every c it would compute, are not needed, so the ascent skips them."""
-        index = vc.FEATURE_LAYERS.index(layer)
-        below = layers[vc.FEATURE_LAYERS[index - 1]] if index else images  # the layer's input
+        channels, c - 1 of every c it would compute, are not needed, so the ascent skips them. ``below``
+        is the layer before (None: the layer takes the images)."""
+        below = layers[below] if below else images  # the layer's input
         weights, biases = self.params[layer]
         return tf.reduce_mean(own_channel_maps(below, weights), axis=[1, 2]) + biases
 
@@ -139,13 +135,13 @@ def feature_vis_frame(layer, step, pixels, dead):
     return drawing.titled(drawing.tile_grid(tiles, 1, columns=8), f"{layer} feature vis  step {step}")
 
 
-def feature_vis_gifs(args, snapshots, image_size, mean_image):
+def feature_vis_gifs(args, snapshots, image_size, mean_image, network):
     """Per --feature-vis layer: a GIF of every channel's preferred input through training."""
     jitter = args.feature_vis_jitter if args.feature_vis_jitter is not None else image_size // 16
     os.makedirs(args.out, exist_ok=True)
     written = []
     for layer in args.feature_vis:
-        vis = FeatureVis(layer, image_size, mean_image, args.feature_vis_lr, args.feature_vis_seed)
+        vis = FeatureVis(layer, image_size, mean_image, network, args.feature_vis_lr, args.feature_vis_seed)
         rng = np.random.default_rng(args.feature_vis_seed)
         frames = []
         with Progress(snapshots, desc=f"{layer} feature vis", unit="snapshot") as progress:

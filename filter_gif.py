@@ -33,6 +33,7 @@ import sys
 
 import numpy as np
 
+import architecture
 import cli
 import drawing
 import feature_maps
@@ -43,8 +44,6 @@ import imFunctions as imf
 import resources
 import run_folder
 import tf_start
-from feature_maps import CONV_CHANNELS
-from visualize_convnets import FEATURE_LAYERS
 
 GIF_MAX_SIDE = 65535  # a GIF stores its width and height in 16 bits
 # GIF delays are whole hundredths of a second (at most 655.35 s), and browsers play delays under
@@ -57,8 +56,9 @@ def build_parser():
                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="the training run's checkpoint folder")
     parser.add_argument("--out", default="gifs", help="folder for the GIFs and PNGs")
-    parser.add_argument("--layers", nargs="+", default=["conv1_1", "conv1_2", "conv2_2"],
-                        help="conv layers whose filters to animate")
+    parser.add_argument("--layers", nargs="+", default=None,
+                        help="conv layers whose filters to animate (default: the network's filter view, the "
+                             "tutorial's conv1_1 conv1_2 conv2_2)")
     parser.add_argument("--fps", type=float, default=10.0, help="frames per second")
     parser.add_argument("--every", type=int, default=1, help="use every K-th snapshot")
     parser.add_argument("--scale", type=int, default=12, help="pixels per kernel weight (nearest neighbour)")
@@ -66,8 +66,9 @@ def build_parser():
                         help="show this input channel of deeper layers' kernels instead of their mean")
     parser.add_argument("--per-frame-norm", action="store_true", help="normalise each frame on its own")
     parser.add_argument("--image", default=None, help="an image whose feature maps to animate")
-    parser.add_argument("--feature-layers", nargs="+", default=["conv1_2", "conv2_2"],
-                        help="layers whose feature maps --image animates")
+    parser.add_argument("--feature-layers", nargs="+", default=None,
+                        help="layers whose feature maps --image animates (default: the network's feature view, "
+                             "the tutorial's conv1_2 conv2_2)")
     parser.add_argument("--channels", nargs="+", default=None,
                         help="feature-map channels side by side, or 'all' for a grid of every channel "
                              "(default: each layer's two most active for the image at the latest snapshot)")
@@ -80,35 +81,43 @@ def parse_args(argv=None):
 
 
 def validate(args):
+    """The checks that need no run folder; the layers are checked against the run's network (check_layers)."""
     cli.require_at_least_one(args, ("every", "scale"))
     if not FPS_RANGE[0] <= args.fps <= FPS_RANGE[1]:
         raise cli.UsageError(f"--fps must be between {FPS_RANGE[0]:g} and {FPS_RANGE[1]:g} (GIF delays are "
                              f"hundredths of a second, and browsers slow anything faster than 50 down to 10), got "
                              f"{args.fps:g}")
-    for layer in args.layers:
-        if layer not in CONV_CHANNELS:
-            raise cli.UsageError(f"unknown layer {layer!r}; available: {', '.join(CONV_CHANNELS)}")
-    widest = filter_frame_size(args.scale, max(CONV_CHANNELS[layer][1] for layer in args.layers))[1]
-    if widest > GIF_MAX_SIDE:
-        raise cli.UsageError(f"--scale {args.scale} makes frames {widest} px wide; a GIF can be at most "
-                             f"{GIF_MAX_SIDE} px, so --scale can be at most {max_scale()}")
-    fewest_inputs = min(CONV_CHANNELS[layer][0] for layer in args.layers if layer != "conv1_1") \
-        if set(args.layers) - {"conv1_1"} else None
-    if args.input_channel is not None and fewest_inputs is not None and not 0 <= args.input_channel < fewest_inputs:
-        raise cli.UsageError(f"--input-channel must be in 0..{fewest_inputs - 1}, got {args.input_channel}")
-    for layer in args.feature_layers:
-        if layer not in FEATURE_LAYERS:
-            raise cli.UsageError(f"unknown feature layer {layer!r}; available: {', '.join(FEATURE_LAYERS)}")
-    if args.channels not in (None, ["all"]):
-        fewest = min(feature_maps.feature_channels(layer) for layer in args.feature_layers)
-        for channel in args.channels:
-            if not channel.isdigit() or int(channel) >= fewest:
-                raise cli.UsageError(f"--channels takes channel numbers 0..{fewest - 1} or 'all', got {channel!r}")
     feature_vis.validate(args)
     problem = args.image and imf.image_problem(args.image)
     if problem:
         raise cli.UsageError(f"cannot read --image {cli.shown(args.image)}: {problem}")
     resources.check_writable(args.out)
+
+
+def check_layers(args, network):
+    """The layers asked for, checked against the run's network; unnamed ones are the network's views."""
+    args.layers = args.layers or network.views["filters"]
+    args.feature_layers = args.feature_layers or network.views["features"]
+    for flag, layers, available in (("--layers", args.layers, network.conv_layers),
+                                    ("--feature-layers", args.feature_layers, network.layer_names),
+                                    ("--feature-vis", args.feature_vis or [], network.conv_layers)):
+        for layer in layers:
+            if layer not in available:
+                raise cli.UsageError(f"unknown {flag} layer {layer!r} of the {network.name} network; available: "
+                                     f"{', '.join(available)}")
+    widest = filter_frame_size(args.scale, max(network.channels(layer) for layer in args.layers))[1]
+    if widest > GIF_MAX_SIDE:
+        raise cli.UsageError(f"--scale {args.scale} makes frames {widest} px wide; a GIF can be at most "
+                             f"{GIF_MAX_SIDE} px, so --scale can be at most {max_scale()}")
+    deeper = [layer for layer in args.layers if layer != network.first_conv]  # the first layer's kernels are RGB
+    fewest_inputs = min(network.input_channels(layer) for layer in deeper) if deeper else None
+    if args.input_channel is not None and fewest_inputs is not None and not 0 <= args.input_channel < fewest_inputs:
+        raise cli.UsageError(f"--input-channel must be in 0..{fewest_inputs - 1}, got {args.input_channel}")
+    if args.channels not in (None, ["all"]):
+        fewest = min(network.channels(layer) for layer in args.feature_layers)
+        for channel in args.channels:
+            if not channel.isdigit() or int(channel) >= fewest:
+                raise cli.UsageError(f"--channels takes channel numbers 0..{fewest - 1} or 'all', got {channel!r}")
 
 
 def filter_frame_size(scale, kernels, columns=8):
@@ -145,12 +154,12 @@ def kernel_tiles(weights, input_channel=None):
     return tiles.mean(axis=-1, keepdims=True)
 
 
-def filter_gifs(snapshots, layers, scale, input_channel, per_frame_norm, fps, out):
+def filter_gifs(snapshots, network, layers, scale, input_channel, per_frame_norm, fps, out):
     """One GIF (and a PNG of its last frame) per layer of its kernels through training."""
     written = []
     for layer in layers:
-        check_frames_fit(len(snapshots), *filter_frame_size(scale, CONV_CHANNELS[layer][1]))
-        tiles = [kernel_tiles(params[layer][0], None if layer == "conv1_1" else input_channel)
+        check_frames_fit(len(snapshots), *filter_frame_size(scale, network.channels(layer)))
+        tiles = [kernel_tiles(params[layer][0], None if layer == network.first_conv else input_channel)
                  for _, params in snapshots]
         frames = [drawing.titled(drawing.tile_grid(drawing.to_uint8(t, low, high), scale, columns=8),
                                  f"{layer}  step {step}")
@@ -181,23 +190,37 @@ def main(argv=None):
 
 def make_outputs(args):
     """Every GIF and PNG asked for, from the inputs read first; returns the snapshots and the files written."""
-    snapshots = feature_maps.load_snapshots(args.checkpoint_dir, args.every)
-    if args.image or args.feature_vis:
-        run, mean_image = run_folder.load_run(args.checkpoint_dir)
+    found = feature_maps.find_snapshots(args.checkpoint_dir)
+    network, run, mean_image = load_network(args.checkpoint_dir, needs_run=bool(args.image or args.feature_vis))
+    check_layers(args, network)
+    snapshots = feature_maps.read_snapshots(args.checkpoint_dir, found[::args.every], network)
     if args.image:
-        image = feature_maps.prepare_image(args.image, run["image_size"], mean_image)
+        image = feature_maps.prepare_image(args.image, run["image_size"], mean_image, network)
     with files.writing_into(args.out):  # what killed runs left in --out is swept first
-        written = filter_gifs(snapshots, args.layers, args.scale, args.input_channel, args.per_frame_norm,
+        written = filter_gifs(snapshots, network, args.layers, args.scale, args.input_channel, args.per_frame_norm,
                               args.fps, args.out)
         if args.image:
-            network = feature_maps.FeatureMaps(run["image_size"])
-            written += feature_maps.feature_gifs(args.image, image, network, snapshots, args.feature_layers,
+            maps_of = feature_maps.FeatureMaps(run["image_size"], network)
+            written += feature_maps.feature_gifs(args.image, image, maps_of, snapshots, args.feature_layers,
                                                  args.channels, args.fps, args.per_frame_norm, args.out)
-            written += feature_maps.feature_pngs(args.image, image, network, args.checkpoint_dir, args.out)
+            written += feature_maps.feature_pngs(args.image, image, maps_of, args.checkpoint_dir, args.out)
             written += grad_cam.grad_cam_png(args.checkpoint_dir, args.image, args.out)
         if args.feature_vis:
-            written += feature_vis.feature_vis_gifs(args, snapshots, run["image_size"], mean_image)
+            written += feature_vis.feature_vis_gifs(args, snapshots, run["image_size"], mean_image, network)
     return snapshots, written
+
+
+def load_network(checkpoint_dir, needs_run):
+    """``(network, run, mean image)`` of the run folder, by run_folder's one rule. Filter GIFs need only the
+    network: a folder whose run description cannot be read then holds the tutorial's (whose snapshots are
+    unreadable if it does not)."""
+    try:
+        run, mean_image = run_folder.load_run(checkpoint_dir)
+    except cli.UsageError:
+        if needs_run:
+            raise
+        return architecture.TUTORIAL, None, None
+    return architecture.of_run(run), run, mean_image
 
 
 if __name__ == "__main__":

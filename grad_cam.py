@@ -1,7 +1,8 @@
-"""Grad-CAM (Selvaraju et al., 2017) on conv2_2: where in an image the trained network looked.
+"""Grad-CAM (Selvaraju et al., 2017): where in an image the trained network looked.
 
-The gradient of the predicted class's logit with respect to conv2_2's activations, averaged
-over the positions, weighs each channel; the ReLU of the channels' weighted sum is the map.
+The gradient of the predicted class's logit with respect to a conv layer's activations (the
+network's explained layer, the tutorial's conv2_2), averaged over the positions, weighs each
+channel; the ReLU of the channels' weighted sum is the map.
 filter_gif.py --image writes it as ``<stem>_gradcam.png``.
 """
 import collections
@@ -22,16 +23,16 @@ GradCam = collections.namedtuple("GradCam", "label probability cam heat")
 
 
 def grad_cam(network, picture):
-    """Grad-CAM of the predicted class on conv2_2 for one uint8 picture under a classifier.Classifier.
+    """Grad-CAM of the predicted class on the explained layer for one uint8 picture under a classifier.Classifier.
 
-    ``cam`` is at conv2_2's size; ``heat`` is it upsampled bilinearly to the picture, scaled to [0, 1].
+    ``cam`` is at that layer's size; ``heat`` is it upsampled bilinearly to the picture, scaled to [0, 1].
     """
     model = network.model
-    conv2_2 = model["layers"]["conv2_2"]
+    explained = model["layers"][network.explained_layer]
     with model["graph"].as_default():
         predicted_logit = tf.reduce_max(model["logits"], axis=1)  # the predicted class's logit: softmax keeps order
-        gradients = tf.gradients(predicted_logit, conv2_2)[0]
-    probabilities, activations, gradients = network.session.run([model["Y"], conv2_2, gradients],
+        gradients = tf.gradients(predicted_logit, explained)[0]
+    probabilities, activations, gradients = network.session.run([model["Y"], explained, gradients],
                                                                  network.feed(picture[None]))
     cam = np.maximum(activations[0] @ gradients[0].mean(axis=(0, 1)), 0)
     height, width = picture.shape[:2]
@@ -46,11 +47,11 @@ def heat_colours(heat):
     return 255 * np.stack([np.clip(1.5 - np.abs(4 * heat - centre), 0, 1) for centre in (3, 2, 1)], axis=-1)
 
 
-def grad_cam_figure(picture, result):
-    """The picture beside itself under its heat map, titled with the class and its probability."""
+def grad_cam_figure(picture, result, layer):
+    """The picture beside itself under its heat map, titled with the class, its probability and the layer."""
     overlay = np.uint8(np.round(0.5 * picture + 0.5 * heat_colours(result.heat)))
     grid = drawing.tile_grid(np.stack([picture, overlay]), max(1, 224 // picture.shape[0]), columns=2)
-    return drawing.titled(grid, f"{result.label} {result.probability:.4f}  Grad-CAM on conv2_2")
+    return drawing.titled(grid, f"{result.label} {result.probability:.4f}  Grad-CAM on {layer}")
 
 
 def grad_cam_png(checkpoint_dir, image_path, out):
@@ -62,5 +63,5 @@ def grad_cam_png(checkpoint_dir, image_path, out):
         return []
     picture = imf.load_image(image_path, network.image_size)
     path = os.path.join(out, f"{os.path.splitext(os.path.basename(image_path))[0]}_gradcam.png")
-    drawing.write_png(path, grad_cam_figure(picture, grad_cam(network, picture)))
+    drawing.write_png(path, grad_cam_figure(picture, grad_cam(network, picture), network.explained_layer))
     return [path]

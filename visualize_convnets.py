@@ -28,6 +28,7 @@ import cli
 import drawing
 import files
 import imFunctions as imf
+import architecture
 import resources
 import run_folder
 import tf_start
@@ -36,11 +37,6 @@ from progress import Progress
 
 v1 = tf.compat.v1
 
-# (scope, variable suffix, input channels, output channels) of the four 3x3 SAME convolutions.
-CONV_LAYERS = (("conv1_1", "1_1", 3, 32), ("conv1_2", "1_2", 32, 32),
-               ("conv2_1", "2_1", 32, 64), ("conv2_2", "2_2", 64, 64))
-FEATURE_LAYERS = ("conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2")
-FC_UNITS = 512
 POOLING_INPUT = [[1, 3, 2, 9], [7, 4, 1, 5], [8, 5, 2, 3], [4, 2, 1, 4]]  # the article's 4x4 example
 STEP_PROGRESS = "{desc} |{bar:20}| step {n_fmt}/{total_fmt}{postfix} [{elapsed}<{remaining}]"
 
@@ -120,15 +116,16 @@ def validate(args):
     if args.probe_image and imf.load_image(args.probe_image, 16) is None:
         raise cli.UsageError(f"cannot read --probe-image {cli.shown(args.probe_image)}: "
                              f"{imf.image_problem(args.probe_image) or 'not an image, or damaged'}")
-    check_memory(args.image_size, args.batch_size, imf.expected_image_count(args.classes, args.data_dir))
+    check_memory(args.image_size, args.batch_size, imf.expected_image_count(args.classes, args.data_dir),
+                 architecture.TUTORIAL)
     for folder in [args.data_dir, args.logdir, args.checkpoint_dir] + ([] if args.skip_demos else [args.figures_dir]):
         resources.check_writable(folder)
 
 
-def check_memory(image_size, batch_size, n_images, available=None):
+def check_memory(image_size, batch_size, n_images, network, available=None):
     """Refuse, naming the figures, a run that cannot fit in this machine's memory."""
-    parts = resources.memory_estimate(image_size ** 2, batch_size, n_images, weight_count(image_size),
-                                      activations_per_pixel())
+    parts = resources.memory_estimate(image_size ** 2, batch_size, n_images, network.weight_count(image_size),
+                                      network.activations_per_pixel())
     resources.check_memory(parts, f"--image-size {image_size} with --batch-size {batch_size}", available)
 
 
@@ -213,86 +210,64 @@ def demo_pooling(figures_dir):
 
 # --------------------------------------------------------------------------- 3. the convnet
 
-def conv_stack(images, conv_params, keep_conv=None):
-    """conv1_1 ... pool2 of the tutorial; returns ``{layer: activations}`` and the last output.
+def conv_stack(images, network, conv_params, keep_conv=None):
+    """The network's conv and pool layers, in the tutorial conv1_1 ... pool2 (network.TUTORIAL); returns
+    ``{layer: activations}`` and the last output.
 
-    ``conv_params(suffix, in_channels, out_channels)`` gives a layer's weights and biases; it
-    is called inside the layer's name scope, so training creates its variables there and
-    filter_gif.py passes snapshot values instead. Dropout follows each pool when
-    ``keep_conv`` (keepRate1) is given.
+    A conv layer is a 3x3 SAME convolution and a ReLU; a pool a 2x2 max pool at stride 2, then dropout
+    when ``keep_conv`` (keepRate1) is given. ``conv_params(layer, kernel_shape)`` gives a conv layer's
+    weights and biases; it is called inside the layer's name scope, so training creates its variables
+    there and filter_gif.py passes snapshot values instead.
     """
     layers = {}
     output = images
-    for scope, suffix, in_channels, out_channels in CONV_LAYERS:
-        with tf.name_scope(scope):
-            weights, biases = conv_params(suffix, in_channels, out_channels)
-            convolved = tf.nn.conv2d(output, weights, strides=[1, 1, 1, 1], padding="SAME", name="conv")
-            output = layers[scope] = tf.nn.relu(tf.nn.bias_add(convolved, biases), name="relu")
-        if suffix.endswith("_2"):
-            pool = f"pool{suffix[0]}"
-            with tf.name_scope(pool):
-                output = layers[pool] = tf.nn.max_pool2d(output, 2, 2, "SAME", name="max_pool")
-                if keep_conv is not None:
+    for layer in network.layers:
+        with tf.name_scope(layer.name):
+            if layer.kind == architecture.CONV:
+                weights, biases = conv_params(layer.name, network.kernel_shape(layer.name))
+                convolved = tf.nn.conv2d(output, weights, strides=[1, 1, 1, 1], padding="SAME", name="conv")
+                output = layers[layer.name] = tf.nn.relu(tf.nn.bias_add(convolved, biases), name="relu")
+            else:
+                output = layers[layer.name] = tf.nn.max_pool2d(output, 2, 2, "SAME", name="max_pool")
+                if keep_conv is not None and network.pool_dropout:
                     output = tf.nn.dropout(output, rate=1.0 - keep_conv, name="dropout")
     return layers, output
 
 
-def new_conv_variables(suffix, in_channels, out_channels):
+def new_conv_variables(layer, kernel_shape):
     """The tutorial's initialisation: truncated normal weights (stddev 0.1), zero biases."""
-    weights = tf.Variable(v1.truncated_normal([3, 3, in_channels, out_channels], stddev=0.1),
-                          name=f"weights{suffix}")
-    biases = tf.Variable(tf.zeros([out_channels]), name=f"biases{suffix}")
+    weights_name, biases_name = architecture.variable_names(layer)
+    weights = tf.Variable(v1.truncated_normal(kernel_shape, stddev=0.1), name=weights_name)
+    biases = tf.Variable(tf.zeros([kernel_shape[-1]]), name=biases_name)
     return weights, biases
 
 
-def pooled_size(image_size):
-    """Side of the feature maps after two 2x2 SAME pools."""
-    return math.ceil(math.ceil(image_size / 2) / 2)
-
-
-def fc1_inputs(image_size):
-    """fc1's inputs: pool2's output flattened."""
-    return pooled_size(image_size) ** 2 * CONV_LAYERS[-1][3]
-
-
-def weight_count(image_size, n_classes=2):
-    """The network's weights and biases: fc1 holds nearly all of them (12.8 M of 12.9 M at 224 px)."""
-    conv = sum(9 * cin * cout + cout for _, _, cin, cout in CONV_LAYERS)
-    return conv + (fc1_inputs(image_size) + 1) * FC_UNITS + (FC_UNITS + 1) * n_classes
-
-
-def activations_per_pixel():
-    """Activations an image keeps for the backward pass, per input pixel: conv1_1 and conv1_2 at full size,
-    pool1 and conv2_1, conv2_2 at a quarter, pool2 at a sixteenth (108 floats)."""
-    block1, block2 = CONV_LAYERS[1][3], CONV_LAYERS[3][3]  # the channels of conv1_x and conv2_x
-    return 2 * block1 + (block1 + 2 * block2) / 4 + block2 / 16
-
-
-def build_convnet(image_size, n_classes):
+def build_convnet(image_size, n_classes, network=architecture.TUTORIAL):
     """The placeholders and the network, conv1_1 ... softmax; returns a dict of its tensors by name."""
-    X = v1.placeholder(tf.float32, [None, image_size, image_size, 3], name="X")
+    X = v1.placeholder(tf.float32, [None, *network.input_shape(image_size)], name="X")
     Y_ = v1.placeholder(tf.float32, [None, n_classes], name="Y_")
     keepRate1 = v1.placeholder(tf.float32, [], name="keepRate1")
     keepRate2 = v1.placeholder(tf.float32, [], name="keepRate2")
-    layers, pooled = conv_stack(X, new_conv_variables, keep_conv=keepRate1)
+    layers, pooled = conv_stack(X, network, new_conv_variables, keep_conv=keepRate1)
     with tf.name_scope("fc1"):
-        flat_size = fc1_inputs(image_size)
-        weights3_1 = tf.Variable(v1.truncated_normal([flat_size, FC_UNITS], stddev=0.1), name="weights3_1")
-        biases3_1 = tf.Variable(tf.ones([FC_UNITS]), name="biases3_1")
+        flat_size, units = network.fc1_inputs(image_size), network.fc_units
+        weights3_1 = tf.Variable(v1.truncated_normal([flat_size, units], stddev=0.1), name="weights3_1")
+        biases3_1 = tf.Variable(tf.ones([units]), name="biases3_1")
         flat = tf.reshape(pooled, [-1, flat_size], name="flatten")
         fc1 = tf.nn.relu(tf.matmul(flat, weights3_1) + biases3_1, name="relu")
         fc1_drop = tf.nn.dropout(fc1, rate=1.0 - keepRate2, name="dropout")
     with tf.name_scope("softmax"):
-        weights3_2 = tf.Variable(v1.truncated_normal([FC_UNITS, n_classes], stddev=0.1), name="weights3_2")
+        weights3_2 = tf.Variable(v1.truncated_normal([units, n_classes], stddev=0.1), name="weights3_2")
         biases3_2 = tf.Variable(tf.ones([n_classes]), name="biases3_2")
         logits = tf.add(tf.matmul(fc1_drop, weights3_2), biases3_2, name="logits")
         Y = tf.nn.softmax(logits, name="Y")
     return dict(X=X, Y_=Y_, keepRate1=keepRate1, keepRate2=keepRate2, layers=layers, logits=logits, Y=Y)
 
 
-def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None, precision=tf_start.FLOAT32):
-    """The tutorial's graph in a new tf.Graph: the convnet, its loss, optimiser and accuracy, and the
-    summaries; returns a dict of its tensors and ops by name.
+def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None, precision=tf_start.FLOAT32,
+                network=architecture.TUTORIAL):
+    """The tutorial's graph in a new tf.Graph: the convnet (``network``'s layers), its loss, optimiser and
+    accuracy, and the summaries; returns a dict of its tensors and ops by name.
 
     The graph is the same in every ``precision`` (a Session's rewrite casts it, tf_start.session_config),
     but for the loss scaling that float16 needs.
@@ -301,16 +276,16 @@ def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None, precision=
     with graph.as_default():
         if seed is not None:
             v1.set_random_seed(seed)
-        model = build_convnet(image_size, n_classes)
+        model = build_convnet(image_size, n_classes, network)
         loss, accuracy = loss_and_accuracy(model["logits"], model["Y"], model["Y_"])
         global_step = v1.train.get_or_create_global_step()
         train_step, loss_scale = optimiser(loss, learning_rate, global_step,
                                            loss_scaling=precision == tf_start.MIXED_FLOAT16)
-        filter1_1 = conv_variable(graph, "conv1_1", "weights1_1")
-        summaries, test_summaries = build_summaries(loss, accuracy, filter1_1)
+        filter1_1 = conv_variable(graph, network.first_conv, architecture.variable_names(network.first_conv)[0])
+        summaries, test_summaries = build_summaries(loss, accuracy, filter1_1, network.first_conv)
     return dict(model, graph=graph, loss=loss, accuracy=accuracy, global_step=global_step, train_step=train_step,
                 summaries=summaries, test_summaries=test_summaries, filter1_1=filter1_1, precision=precision,
-                loss_scale=loss_scale)
+                loss_scale=loss_scale, network=network)
 
 
 def conv_variable(graph, scope, name):
@@ -320,10 +295,10 @@ def conv_variable(graph, scope, name):
                 if variable.op.name == wanted)
 
 
-def snapshot_variables(graph):
-    """The four conv layers' weights and biases: all a conv feature map needs."""
-    return [conv_variable(graph, scope, f"{kind}{suffix}")
-            for scope, suffix, _, _ in CONV_LAYERS for kind in ("weights", "biases")]
+def snapshot_variables(graph, network):
+    """The conv layers' weights and biases: all a conv feature map needs."""
+    return [conv_variable(graph, layer, name) for layer in network.conv_layers
+            for name in architecture.variable_names(layer)]
 
 
 # --------------------------------------------------------------------------- 4. loss, optimiser and accuracy
@@ -351,9 +326,10 @@ def optimiser(loss, learning_rate, global_step, loss_scaling=False):
 
 # --------------------------------------------------------------------------- 5. the TensorBoard summaries
 
-def build_summaries(loss, accuracy, weights1_1):
+def build_summaries(loss, accuracy, weights1_1, first_layer="conv1_1"):
     """The train run's merged summaries (Loss, Accuracy, the weights1_1 histogram, a picture of the 32
-    conv1_1 filters) and the test run's (Loss and Accuracy: the weights are the same for both runs).
+    conv1_1 filters: the first layer's, whatever the network) and the test run's (Loss and Accuracy: the
+    weights are the same for both runs).
 
     Raw summary ops take their tag as given: ``tf.summary.scalar("Accuracy")`` would be
     renamed ``Accuracy_1``, since graph names are unique regardless of case and the
@@ -362,15 +338,18 @@ def build_summaries(loss, accuracy, weights1_1):
     with tf.name_scope("summaries"):
         scalars = [tf.raw_ops.ScalarSummary(tags="Loss", values=loss, name="loss"),
                    tf.raw_ops.ScalarSummary(tags="Accuracy", values=accuracy, name="accuracy")]
-        weights = [tf.raw_ops.HistogramSummary(tag="weights1_1", values=weights1_1, name="weights1_1"),
-                   tf.raw_ops.ImageSummary(tag="conv1_1_filters", tensor=filter_grid(weights1_1, rows=4),
-                                           max_images=1, name="conv1_1_filters")]
+        histogram = architecture.variable_names(first_layer)[0]
+        weights = [tf.raw_ops.HistogramSummary(tag=histogram, values=weights1_1, name=histogram),
+                   tf.raw_ops.ImageSummary(tag=f"{first_layer}_filters", tensor=filter_grid(weights1_1),
+                                           max_images=1, name=f"{first_layer}_filters")]
         return v1.summary.merge(scalars + weights, name="train"), v1.summary.merge(scalars, name="test")
 
 
-def filter_grid(weights, rows, zoom=8):
-    """[3, 3, 3, n] kernels as one [1, H, W, 3] image: a rows x n/rows grid, 1 px gaps, zoomed."""
+def filter_grid(weights, zoom=8):
+    """[3, 3, 3, n] kernels as one [1, H, W, 3] image: a grid of rows x n/rows (4 x 8 for 32), 1 px gaps,
+    zoomed."""
     n = weights.shape[-1]
+    rows = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
     low, high = tf.reduce_min(weights), tf.reduce_max(weights)
     scaled = (weights - low) / tf.maximum(high - low, 1e-8)
     kernels = tf.pad(tf.transpose(scaled, [3, 0, 1, 2]), [[0, 0], [0, 1], [0, 1], [0, 0]])
@@ -381,19 +360,18 @@ def filter_grid(weights, rows, zoom=8):
 
 
 class ProbeMaps:
-    """One fixed image's feature maps in conv1_2 and conv2_2, as TensorBoard images on snapshot steps:
-    TensorBoard's step slider then plays what filter_gif.py animates."""
-
-    LAYERS = ("conv1_2", "conv2_2")
+    """One fixed image's feature maps in the network's feature layers (the tutorial's conv1_2 and conv2_2), as
+    TensorBoard images on snapshot steps: TensorBoard's step slider then plays what filter_gif.py animates."""
 
     def __init__(self, model, image):
-        self.fetches = {layer: model["layers"][layer] for layer in self.LAYERS}
+        self.layers = model["network"].views["features"]
+        self.fetches = {layer: model["layers"][layer] for layer in self.layers}
         self.feed = {model["X"]: image[None], model["keepRate1"]: 1.0, model["keepRate2"]: 1.0}
 
     def summary(self, session):
         maps = session.run(self.fetches, self.feed)
         return v1.Summary(value=[image_summary_value(f"feature_maps/{layer}", drawing.feature_grid(maps[layer][0]))
-                                 for layer in self.LAYERS])
+                                 for layer in self.layers])
 
 
 def image_summary_value(tag, grey):
@@ -402,14 +380,14 @@ def image_summary_value(tag, grey):
                                                             encoded_image_string=drawing.encode_png(grey)))
 
 
-def probe_image(probe_path, image_size, dataset):
-    """The image whose feature maps go to TensorBoard, centred as training's: --probe-image, else the first
+def probe_image(probe_path, image_size, dataset, network):
+    """The image whose feature maps go to TensorBoard, prepared as training's: --probe-image, else the first
     test image of the first class."""
     if probe_path:
         picture = imf.load_image(probe_path, image_size)
         if picture is None:
             raise cli.UsageError(f"cannot read --probe-image {probe_path}")
-        return picture.astype(np.float32) - dataset.mean_image
+        return network.prepare(picture.astype(np.float32), dataset.mean_image)
     first_class = np.flatnonzero(dataset.test_y[:, 0]) if len(dataset.test_x) else []
     return dataset.test_x[first_class[0]] if len(first_class) else dataset.train_x[0]
 
@@ -445,15 +423,15 @@ def train(args, dataset, model, run, folder):
     """Open the session, resume from the latest checkpoint if any, and train. Returns the exit status."""
     graph = model["graph"]
     with graph.as_default():
-        folder.attach(graph, run, dataset.mean_image, snapshot_variables(graph), args.keep_checkpoints,
-                      args.checkpoint_minutes, segment={"precision": model["precision"]},
+        folder.attach(graph, run, dataset.mean_image, snapshot_variables(graph, model["network"]),
+                      args.keep_checkpoints, args.checkpoint_minutes, segment={"precision": model["precision"]},
                       optional_variables=model["loss_scale"])
         with v1.Session(config=tf_start.session_config(model["precision"])) as session:
             session.run(v1.global_variables_initializer())
             restored, step = folder.resume(session)
             train_writer = v1.summary.FileWriter(os.path.join(args.logdir, "train"), graph)
             test_writer = v1.summary.FileWriter(os.path.join(args.logdir, "test"))
-            probe = ProbeMaps(model, probe_image(args.probe_image, args.image_size, dataset))
+            probe = ProbeMaps(model, probe_image(args.probe_image, args.image_size, dataset, model["network"]))
             with train_writer, test_writer:
                 if restored:
                     steps_per_epoch = math.ceil(len(dataset.train_x) / args.batch_size)
@@ -595,7 +573,9 @@ def run_the_tutorial(args, folder):
     """The article's steps in order, in a run folder this process holds: the data, the demos, the convnet
     with its loss, optimiser and summaries, then training and evaluation."""
     run = folder.start(args.classes, args.image_size, args.batch_size, args.seed)
-    resources.warn_if_short_of_space(args.checkpoint_dir, 3 * 4 * weight_count(args.image_size, len(args.classes)),
+    network = architecture.TUTORIAL
+    resources.warn_if_short_of_space(args.checkpoint_dir,
+                                     3 * 4 * network.weight_count(args.image_size, len(args.classes)),
                                      "a checkpoint")  # the weights and Adam's two slots
     dataset = prepare_data(args.classes, args.image_size, args.test_fraction, args.data_dir)
     if not args.skip_demos:
@@ -609,7 +589,7 @@ def run_the_tutorial(args, folder):
     precision = tf_start.choose_precision(args.mixed_precision)
     if precision != tf_start.FLOAT32:
         print(f"Computing in {precision}: 16-bit matmuls and convolutions, float32 weights", flush=True)
-    model = build_graph(args.image_size, dataset.classes, args.learning_rate, run["seed"], precision)
+    model = build_graph(args.image_size, dataset.classes, args.learning_rate, run["seed"], precision, network)
     return train(args, dataset, model, run, folder)
 
 

@@ -53,6 +53,7 @@ import run_folder  # noqa: E402
 import tf_start  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import visualize_convnets as vc  # noqa: E402
+from architecture import CONV, TUTORIAL  # noqa: E402
 from progress import Progress  # noqa: E402
 
 v1 = tf.compat.v1
@@ -62,13 +63,14 @@ GFLOP_PER_IMAGE_224 = 7.8
 def train_flops_per_image(image_size, n_classes):
     """Multiply-adds x2 of one trained image: forward, input gradients (none for conv1_1), weight gradients."""
     forward, total, side = 0, 0, image_size
-    for index, (_, suffix, cin, cout) in enumerate(vc.CONV_LAYERS):
-        flops = 2 * side * side * 9 * cin * cout
-        forward += flops
-        total += flops * (2 if index == 0 else 3)
-        if suffix.endswith("_2"):
+    for layer in TUTORIAL.layers:
+        if layer.kind == CONV:
+            flops = 2 * side * side * 9 * TUTORIAL.input_channels(layer.name) * layer.channels
+            forward += flops
+            total += flops * (2 if layer.name == TUTORIAL.first_conv else 3)
+        else:
             side = -(-side // 2)
-    fc = 2 * (side * side * vc.CONV_LAYERS[-1][3] * vc.FC_UNITS + vc.FC_UNITS * n_classes)
+    fc = 2 * (TUTORIAL.fc1_inputs(image_size) * TUTORIAL.fc_units + TUTORIAL.fc_units * n_classes)
     return total + 3 * fc
 
 
@@ -102,18 +104,19 @@ def bare_step(image_size, n_classes, images, labels, keep_conv, keep_fc):
         y_ = v1.placeholder(tf.float32, [None, n_classes])
         keep1, keep2 = v1.placeholder(tf.float32, []), v1.placeholder(tf.float32, [])
         output = x
-        for index, (_, _, cin, cout) in enumerate(vc.CONV_LAYERS):
-            weights = tf.Variable(v1.truncated_normal([3, 3, cin, cout], stddev=0.1))
-            # bias_add, as build_graph: Grappler fuses Conv2D, BiasAdd and Relu into one kernel, not an AddV2.
-            biases = tf.Variable(tf.zeros([cout]))
-            output = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(output, weights, 1, "SAME"), biases))
-            if index % 2:
+        for layer in TUTORIAL.layers:
+            if layer.kind == CONV:
+                weights = tf.Variable(v1.truncated_normal(TUTORIAL.kernel_shape(layer.name), stddev=0.1))
+                # bias_add, as build_graph: Grappler fuses Conv2D, BiasAdd and Relu into one kernel, not an AddV2.
+                biases = tf.Variable(tf.zeros([layer.channels]))
+                output = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(output, weights, 1, "SAME"), biases))
+            else:
                 output = tf.nn.dropout(tf.nn.max_pool2d(output, 2, 2, "SAME"), rate=1.0 - keep1)
         flat = tf.reshape(output, [-1, int(np.prod(output.shape[1:]))])
-        fc1 = tf.nn.relu(flat @ tf.Variable(v1.truncated_normal([flat.shape[1], vc.FC_UNITS], stddev=0.1))
-                         + tf.Variable(tf.ones([vc.FC_UNITS])))
+        fc1 = tf.nn.relu(flat @ tf.Variable(v1.truncated_normal([flat.shape[1], TUTORIAL.fc_units], stddev=0.1))
+                         + tf.Variable(tf.ones([TUTORIAL.fc_units])))
         logits = tf.nn.dropout(fc1, rate=1.0 - keep2) @ tf.Variable(
-            v1.truncated_normal([vc.FC_UNITS, n_classes], stddev=0.1)) + tf.Variable(tf.ones([n_classes]))
+            v1.truncated_normal([TUTORIAL.fc_units, n_classes], stddev=0.1)) + tf.Variable(tf.ones([n_classes]))
         loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y_, logits=logits))
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(y_, 1)), tf.float32))
         step = v1.train.AdamOptimizer(1e-5).minimize(loss)
@@ -138,18 +141,17 @@ def loss_after(steps, precision, image_size, n_classes, batches, keep_conv, keep
 def keras_model(image_size, batch_size, n_classes, keep_conv, keep_fc, jit_compile="auto"):
     import keras
     from keras import layers
+    stack = []
+    for layer in TUTORIAL.layers:
+        if layer.kind == CONV:
+            stack.append(layers.Conv2D(layer.channels, 3, padding="same", activation="relu"))
+        else:
+            stack += [layers.MaxPooling2D(2, padding="same"), layers.Dropout(1.0 - keep_conv)]
     model = keras.Sequential([
         keras.Input((image_size, image_size, 3), batch_size=batch_size),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2, padding="same"),
-        layers.Dropout(1.0 - keep_conv),
-        layers.Conv2D(64, 3, padding="same", activation="relu"),
-        layers.Conv2D(64, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2, padding="same"),
-        layers.Dropout(1.0 - keep_conv),
+        *stack,
         layers.Flatten(),
-        layers.Dense(vc.FC_UNITS, activation="relu"),
+        layers.Dense(TUTORIAL.fc_units, activation="relu"),
         layers.Dropout(1.0 - keep_fc),
         layers.Dense(n_classes, activation="softmax"),
     ])
@@ -319,7 +321,7 @@ def host_work(image_size, batch_size, n_classes, train_x, train_y, test_x, keep_
         needs_the_feed = model["X"][0, 0, 0, 0]  # a run that takes the fed batch and computes next to nothing
         weight_summaries = [graph.get_tensor_by_name(f"summaries/{name}:0")
                             for name in ("weights1_1", "conv1_1_filters")]
-        snapshot_saver = v1.train.Saver(vc.snapshot_variables(graph), max_to_keep=None)
+        snapshot_saver = v1.train.Saver(vc.snapshot_variables(graph, TUTORIAL), max_to_keep=None)
         session.run(v1.global_variables_initializer())
         feed = {model["X"]: train_x[picked], model["Y_"]: train_y[picked], model["keepRate1"]: keep_conv,
                 model["keepRate2"]: keep_fc}
@@ -339,7 +341,7 @@ def host_work(image_size, batch_size, n_classes, train_x, train_y, test_x, keep_
                                                         1 / defaults.summary_every),
             "event writes": (lambda: writer.add_summary(summary, 1), calls, 2 / defaults.summary_every),
             "probe picture (grids, PNG)": (lambda: [vc.image_summary_value(layer, drawing.feature_grid(
-                maps[layer][0])) for layer in probe.LAYERS], rare, 1 / defaults.snapshot_every),
+                maps[layer][0])) for layer in probe.layers], rare, 1 / defaults.snapshot_every),
             "filter snapshot": (lambda: snapshot_saver.save(session, os.path.join(folder, "snapshot", "f"),
                                                             write_meta_graph=False, write_state=False),
                                 rare, 1 / defaults.snapshot_every),
@@ -354,7 +356,7 @@ def gpu_step_ms(image_size, batch_size, n_classes):
     """A training step's compute on paper on an H200: its FLOPs at the bf16 and TF32 peaks, and the traffic of
     Adam's update of fc1 (nearly all the weights) at the memory bandwidth."""
     flops = batch_size * train_flops_per_image(image_size, n_classes)
-    fc1_weights = (vc.fc1_inputs(image_size) + 1) * vc.FC_UNITS
+    fc1_weights = (TUTORIAL.fc1_inputs(image_size) + 1) * TUTORIAL.fc_units
     return {"bf16_ms": 1000 * flops / (H200["bf16_tflops"] * 1e12),
             "tf32_ms": 1000 * flops / (H200["tf32_tflops"] * 1e12),
             "fc1_adam_ms": 1000 * fc1_weights * ADAM_BYTES_PER_WEIGHT / (H200["bandwidth_tb_s"] * 1e12)}

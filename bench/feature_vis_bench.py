@@ -30,6 +30,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import feature_maps  # noqa: E402
+from architecture import TUTORIAL  # noqa: E402
 import feature_vis  # noqa: E402
 import filter_gif as fg  # noqa: E402
 import gif_bench  # noqa: E402
@@ -41,16 +42,17 @@ class WholeLayerFeatureVis(feature_vis.FeatureVis):
     """The objective before issue 16: the layer's every channel computed for every input, channel c of input c
     kept (the diagonal)."""
 
-    def objective(self, layers, layer, images):
+    def objective(self, layers, below, layer, images):
         return tf.linalg.diag_part(tf.reduce_mean(layers[layer].op.inputs[0], axis=[1, 2]))
 
 
 def compare_objectives(checkpoint_dir, size, layer, count, steps):
     """Seconds per snapshot of ``steps`` ascent steps, whole layer against own channel, turn about on the first
     ``count`` snapshots (after one untimed warm-up each), from the same noise and jitter."""
-    snapshots = feature_maps.load_snapshots(checkpoint_dir, 1)[:count + 1]
+    snapshots = feature_maps.read_snapshots(checkpoint_dir, feature_maps.find_snapshots(checkpoint_dir)[:count + 1],
+                                            TUTORIAL)
     mean_image = np.full((size, size, 3), 127.5, np.float32)
-    contenders = {name: (kind(layer, size, mean_image, 0.2, 0), np.random.default_rng(0))
+    contenders = {name: (kind(layer, size, mean_image, TUTORIAL, 0.2, 0), np.random.default_rng(0))
                   for name, kind in (("whole_layer", WholeLayerFeatureVis), ("own_channel", feature_vis.FeatureVis))}
     seconds = {name: [] for name in contenders}
     for index, (_, params) in enumerate(snapshots):

@@ -26,6 +26,7 @@ from PIL import Image
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import filter_gif as fg  # noqa: E402
 import visualize_convnets as vc  # noqa: E402
+from architecture import TUTORIAL  # noqa: E402
 import run_folder  # noqa: E402
 import tf_start  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -44,8 +45,8 @@ def write_snapshots(checkpoint_dir, count, every=50):
     graph = tf.Graph()
     with graph.as_default():
         images = v1.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3])
-        vc.conv_stack(images, vc.new_conv_variables)
-        variables = vc.snapshot_variables(graph)
+        vc.conv_stack(images, TUTORIAL, vc.new_conv_variables)
+        variables = vc.snapshot_variables(graph, TUTORIAL)
         drift = tf.group(*[v.assign_add(tf.random.normal(v.shape, stddev=0.002)) for v in variables])
         saver = v1.train.Saver(variables, max_to_keep=None)
         with v1.Session() as session:

@@ -90,6 +90,20 @@ def checkpoint_tensor(prefix):
     return tf.train.load_checkpoint(str(prefix)).get_tensor
 
 
+def rewrite_checkpoint_tensor(prefix, name, value):
+    """One tensor of a checkpoint replaced, every other kept: a checkpoint as another version would have written it."""
+    reader = tf.train.load_checkpoint(str(prefix))
+    values = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
+    values[name] = value
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = {key: tf.compat.v1.Variable(tensor, name=key) for key, tensor in values.items()}
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            saver.save(session, str(prefix), write_meta_graph=False, write_state=False)
+
+
 # --------------------------------------------------------------------------- files and processes
 
 def events(logdir, run):
@@ -106,6 +120,14 @@ def one_line(text):
     """``text``, which must be exactly one line."""
     assert text.count("\n") == 1 and text.endswith("\n"), text
     return text
+
+
+def exit_status(main, argv):
+    """The status an entry point's ``main(argv)`` ends with: returned, or raised by its parser as SystemExit."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code
 
 
 def decompression_bomb_png(path, side=20000):

@@ -20,6 +20,7 @@ from conftest import REPO, run_script, shell_command, training_args
 from helpers import PORTAL_PAGE, lying_server, run_as_an_ordinary_user, unreadable
 from PIL import Image
 
+import architecture
 import filter_gif as fg
 import imFunctions as imf
 import predict
@@ -349,7 +350,7 @@ def test_a_16_bit_probe_image_is_centred_from_its_scaled_levels(tmp_path):
     expected = sixteen_bit_gradient(tmp_path / "grey16.png")
     dataset = imf.Dataset(*[None] * 6, mean_image=np.zeros((64, 64, 3), np.float32))
 
-    probe = vc.probe_image(str(tmp_path / "grey16.png"), 64, dataset)
+    probe = vc.probe_image(str(tmp_path / "grey16.png"), 64, dataset, architecture.TUTORIAL)
 
     assert np.abs(probe[0, :, 1] - expected).max() <= 1
 

@@ -13,7 +13,7 @@ from PIL import Image
 import feature_vis as fv
 import filter_gif as fg
 from conftest import run_script
-from helpers import GAP, HEADER, checkpoint_tensor, numpy_conv, numpy_conv_stack, title_strip
+from helpers import GAP, HEADER, checkpoint_tensor, exit_status, numpy_conv, numpy_conv_stack, title_strip
 
 LAST_STEP = 18
 STEPS = [0, LAST_STEP]  # --every 9 of the short run's snapshots at steps 0, 2, ..., 18
@@ -174,7 +174,8 @@ def test_dead_channels_are_listed_in_one_line_and_drawn_flat(short_run, tmp_path
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--feature-vis", "pool1"], "unknown --feature-vis layer 'pool1'; available: conv1_1, conv1_2, conv2_1, conv2_2"),
+    (["--feature-vis", "pool1"], "unknown --feature-vis layer 'pool1' of the tutorial network; available: conv1_1, "
+                                 "conv1_2, conv2_1, conv2_2"),
     (["--feature-vis", "conv2_2", "--feature-vis-steps", "0"], "--feature-vis-steps must be at least 1, got 0"),
     (["--feature-vis-first-steps", "0"], "--feature-vis-first-steps must be at least 1, got 0"),
     (["--feature-vis-lr", "-0.1"], "--feature-vis-lr must be positive, got -0.1"),
@@ -183,10 +184,10 @@ def test_dead_channels_are_listed_in_one_line_and_drawn_flat(short_run, tmp_path
     (["--feature-vis"], "argument --feature-vis: expected at least one argument"),
 ])
 def test_bad_feature_vis_flags_are_one_line_and_exit_2(flags, message, short_run, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_status:
-        fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path / "out"), *flags])
+    status = exit_status(fg.main, ["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path / "out"),
+                                   *flags])
 
-    assert exit_status.value.code == 2
+    assert status == 2
     stderr = capsys.readouterr().err
     assert stderr.endswith(f"error: {message}\n") and stderr.count("\n") == 1
     assert not (tmp_path / "out").exists()

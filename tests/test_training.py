@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import architecture
 import cli
 import imFunctions as imf
 import mirror
@@ -452,11 +453,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(flags, message, tmp_pat
 def test_a_run_too_large_for_the_memory_is_refused_naming_the_figures(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(cli.UsageError) as error:
-        vc.check_memory(1000, 50, n_images=400, available=8 * 2 ** 30)
+        vc.check_memory(1000, 50, n_images=400, network=architecture.TUTORIAL, available=8 * 2 ** 30)
 
     assert str(error.value) == ("--image-size 1000 with --batch-size 50 needs about 82.0 GB of memory (the dataset "
                                 "6.0 GB, the graph's variables 32.8 GB, a training step 43.2 GB); this machine has 8.6 GB")
-    vc.check_memory(224, 10, n_images=400, available=8 * 2 ** 30)  # the tutorial's run fits in 8 GiB
+    vc.check_memory(224, 10, n_images=400, network=architecture.TUTORIAL, available=8 * 2 ** 30)  # the tutorial's run fits in 8 GiB
 
 
 def test_bad_input_from_the_command_line_prints_only_the_error(tmp_path):
