@@ -28,7 +28,7 @@ class Classifier:
         checkpoints = run_folder.find_checkpoints(checkpoint_dir)
         run, self.mean = run_folder.load_run(checkpoint_dir, checkpoints)
         self.classes, self.image_size = run["classes"], run["image_size"]
-        self.network = architecture.TUTORIAL
+        self.network = architecture.of_run(run)
         self.model = vc.build_graph(self.image_size, len(self.classes), network=self.network)
         # Outside its graph a Saver would try to restore eagerly, which TF1 variables cannot.
         with self.model["graph"].as_default():

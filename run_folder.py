@@ -9,8 +9,9 @@ The rules, for training, predict.py and filter_gif.py alike:
 - The files are the truth. Checkpoints and snapshots are found from their index files
   (TensorFlow writes the index last); TensorFlow's ``checkpoint`` state file is a hint,
   rebuilt when it says otherwise.
-- One rule for the run's identity: every full checkpoint records the run's settings and
-  training mean inside it (``run/json``, ``run/mean_image``), and the newest readable
+- One rule for the run's identity: every full checkpoint records the run's settings (its
+  network's description among them, architecture.py) and training mean inside it
+  (``run/json``, ``run/mean_image``), and the newest readable
   checkpoint's record wins; run.json and mean_image.npy are its readable copies, used
   where no checkpoint records a run (before the first checkpoint, or one written by an
   earlier version).
@@ -40,6 +41,7 @@ import time
 
 import numpy as np
 
+import architecture
 import cli
 import files
 import imFunctions as imf
@@ -58,6 +60,9 @@ LOCK_FILE = ".training.lock"
 MAX_SEED = 2 ** 31 - 1
 # A run's settings, kept inside each full checkpoint beside the weights they belong to.
 RUN_KEYS = {"classes": list, "image_size": int, "batch_size": int, "train_images": int, "seed": int}
+# The network's description, part of the run's identity too; a run of an earlier version recorded none and
+# had the tutorial's (with_network).
+NETWORK_KEY = "network"
 RUN_JSON_VARIABLE = "run/json"
 # What each training segment (one process's part of the run) computed in, from its first step, kept
 # in each checkpoint and in run.json: not the run's identity, since a run may resume with or without
@@ -141,7 +146,21 @@ def sweep_leftovers(folder):
 
 def is_run(value):
     return isinstance(value, dict) and all(isinstance(value.get(key), kind) and not isinstance(value.get(key), bool)
-                                           for key, kind in RUN_KEYS.items())
+                                           for key, kind in RUN_KEYS.items()) and network_problem(value) is None
+
+
+def network_problem(run):
+    """What is wrong with a run's recorded network, or None (none recorded is the tutorial's)."""
+    try:
+        architecture.of_run(run)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def with_network(run):
+    """A run's settings with its network's description: the one it recorded, else the tutorial's."""
+    return {**run, NETWORK_KEY: run.get(NETWORK_KEY, architecture.TUTORIAL.record())}
 
 
 def read_run_file(checkpoint_dir):
@@ -153,8 +172,8 @@ def read_run_file(checkpoint_dir):
     if value is None:
         return None, "not JSON"
     if not is_run(value):
-        return None, f"not a run description (it needs {', '.join(RUN_KEYS)})"
-    return {key: value[key] for key in RUN_KEYS}, None
+        return None, network_problem(value) or f"not a run description (it needs {', '.join(RUN_KEYS)})"
+    return with_network({key: value[key] for key in (*RUN_KEYS, NETWORK_KEY) if key in value}), None
 
 
 def read_mean_file(checkpoint_dir, image_size):
@@ -166,7 +185,7 @@ def read_mean_file(checkpoint_dir, image_size):
         mean_image = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None, "not a numpy array"
-    if mean_image.shape != (image_size, image_size, 3) or not np.isfinite(mean_image).all():
+    if mean_image.shape != architecture.Network.input_shape(image_size) or not np.isfinite(mean_image).all():
         return None, f"not a {image_size}x{image_size} RGB mean image (shape {mean_image.shape})"
     return mean_image.astype(np.float32), None
 
@@ -182,7 +201,7 @@ def newest_record(checkpoints):
         except ValueError:
             continue
         if is_run(run):
-            return RunRecord(run, tensors[RUN_MEAN_VARIABLE], prefix)
+            return RunRecord(with_network(run), tensors[RUN_MEAN_VARIABLE], prefix)
     return None
 
 
@@ -422,19 +441,22 @@ class RunFolder:
             print(f"Removed what an interrupted run left: {removed} temporary file(s) ({files.human_bytes(freed)}) "
                   f"and {caches} half-written dataset cache(s)")
 
-    def start(self, classes, image_size, batch_size, seed=None):
-        """The run this folder continues, or a new one: ``{classes, image_size, batch_size, seed}``.
+    def start(self, classes, image_size, batch_size, seed=None, network=None):
+        """The run this folder continues, or a new one: ``{classes, image_size, batch_size, seed, network}``.
 
-        The seed is the one given, else the resumed run's, else a new random one. A resumed run must
-        be the same run (the seed and batch size fix the data order, the rest the graph): settings
-        that differ are a UsageError, before the data is loaded.
+        The seed is the one given, else the resumed run's, else a new random one; the network (an
+        architecture.Network) likewise, else the tutorial's. A resumed run must be the same run (the
+        seed and batch size fix the data order, the rest the graph): settings that differ are a
+        UsageError, before the data is loaded.
         """
         self.previous = self.recorded_run()
         if seed is None:
             seed = (self.previous or {}).get("seed")
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0] & MAX_SEED)
-        run = {"classes": classes, "image_size": image_size, "batch_size": batch_size, "seed": seed}
+        network = network or architecture.of_run(self.previous or {})
+        run = {"classes": classes, "image_size": image_size, "batch_size": batch_size, "seed": seed,
+               NETWORK_KEY: network.record()}
         self.check_same_run(run)
         return run
 
@@ -467,6 +489,12 @@ class RunFolder:
             if key in run and self.previous[key] != run[key]:
                 raise cli.UsageError(f"{self.checkpoint_dir} holds a run with {key} {self.previous[key]}, not "
                                      f"{run[key]}: use the same settings or another --checkpoint-dir")
+        held, asked = architecture.of_run(self.previous), architecture.of_run(run)
+        if held != asked:
+            what = f"the {held.name} network, not the {asked.name} one" if held.name != asked.name else \
+                f"another description of the {held.name} network than the one given"
+            raise cli.UsageError(f"{self.checkpoint_dir} holds a run of {what}: its checkpoints cannot restore into "
+                                 f"it; use another --checkpoint-dir")
 
     # ----------------------------------------------------------------- with the graph
 

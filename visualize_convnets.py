@@ -24,11 +24,12 @@ import sys
 
 import numpy as np
 
+import architecture
+import augmentation
 import cli
 import drawing
 import files
 import imFunctions as imf
-import architecture
 import resources
 import run_folder
 import tf_start
@@ -79,6 +80,11 @@ def build_parser():
                              "TensorFlow's graph rewrite for the hardware (auto: float16 with loss scaling on a GPU "
                              "with tensor cores, bfloat16 on a CPU with AVX512_BF16 or AMX, else float32 and a "
                              "warning); a run may resume with or without it")
+    parser.add_argument("--augment", nargs="?", const=",".join(augmentation.NAMES), default=None,
+                        metavar="flip,crop,rotate", help=augmentation.HELP)
+    parser.add_argument("--network", default=None, metavar="FILE",
+                        help="a JSON description of another network to train (architecture.py says its form; "
+                             "default: the resumed run's, else the tutorial's)")
     parser.add_argument("--seed", type=int, default=None,
                         help=f"seeds numpy and the graph, 0..{run_folder.MAX_SEED} (default: the resumed run's, "
                              f"else a random one, saved for resuming)")
@@ -113,13 +119,44 @@ def validate(args):
         args.classes = imf.resolve_classes(args.classes, imf.known_breeds(args.data_dir))
     except ValueError as error:
         raise cli.UsageError(str(error))
+    args.augment = augmentation_names(args.augment, args.image_size)
+    args.network = read_network(args.network)
     if args.probe_image and imf.load_image(args.probe_image, 16) is None:
         raise cli.UsageError(f"cannot read --probe-image {cli.shown(args.probe_image)}: "
                              f"{imf.image_problem(args.probe_image) or 'not an image, or damaged'}")
     check_memory(args.image_size, args.batch_size, imf.expected_image_count(args.classes, args.data_dir),
-                 architecture.TUTORIAL)
+                 args.network or architecture.TUTORIAL)
     for folder in [args.data_dir, args.logdir, args.checkpoint_dir] + ([] if args.skip_demos else [args.figures_dir]):
         resources.check_writable(folder)
+
+
+def augmentation_names(text, image_size):
+    """--augment's augmentations (None: the tutorial's unaugmented training)."""
+    if text is None:
+        return None
+    try:
+        names = augmentation.parse(text)
+    except ValueError as error:
+        raise cli.UsageError(str(error))
+    if image_size < augmentation.SMALLEST_SIDE:
+        raise cli.UsageError(f"--augment needs an --image-size of at least {augmentation.SMALLEST_SIDE}, got "
+                             f"{image_size}")
+    return names
+
+
+def read_network(path):
+    """--network's description, or None: the resumed run's network, else the tutorial's."""
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise cli.UsageError(f"cannot use --network {cli.shown(path)}: no such file")
+    record = files.read_json(path)
+    try:
+        if record is None:
+            raise ValueError("not JSON")
+        return architecture.from_record(record)
+    except ValueError as error:
+        raise cli.UsageError(f"cannot use --network {cli.shown(path)}: {error}")
 
 
 def check_memory(image_size, batch_size, n_images, network, available=None):
@@ -208,6 +245,22 @@ def demo_pooling(figures_dir):
                                shared_scale=True)
 
 
+def demo_augmentation(image, names, seed, figures_dir):
+    """The article's remedy for overfitting, seen: one training photo and eight augmented versions of it, as
+    --augment draws them for the training step (augment_demo.png)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        photos = v1.placeholder(tf.float32, [None, *image.shape], name="photos")
+        drawn = augmentation.augmented(photos, names, tf.constant([seed, 0], tf.int64))
+        with v1.Session(graph=graph) as session:
+            versions = session.run(drawn, {photos: np.repeat(image[None].astype(np.float32), 8, axis=0)})
+    tiles = np.concatenate([image[None], np.uint8(np.clip(np.rint(versions), 0, 255))])
+    path = os.path.join(figures_dir, "augment_demo.png")
+    drawing.write_png(path, drawing.titled(drawing.tile_grid(tiles, 1, columns=3),
+                                           f"the photo, then 8 draws of --augment {','.join(names)}"))
+    return drawing.Figure(path, {"photo": image}, {})
+
+
 # --------------------------------------------------------------------------- 3. the convnet
 
 def conv_stack(images, network, conv_params, keep_conv=None):
@@ -242,13 +295,20 @@ def new_conv_variables(layer, kernel_shape):
     return weights, biases
 
 
-def build_convnet(image_size, n_classes, network=architecture.TUTORIAL):
-    """The placeholders and the network, conv1_1 ... softmax; returns a dict of its tensors by name."""
+def build_convnet(image_size, n_classes, network=architecture.TUTORIAL, augment=None, mean_image=None):
+    """The placeholders and the network, conv1_1 ... softmax; returns a dict of its tensors by name.
+
+    With ``augment`` (--augment's names) the training step's batch is augmented between X and the
+    first conv layer (augmentation.py): X is fed centred, ``mean_image`` restores the photos.
+    """
     X = v1.placeholder(tf.float32, [None, *network.input_shape(image_size)], name="X")
     Y_ = v1.placeholder(tf.float32, [None, n_classes], name="Y_")
     keepRate1 = v1.placeholder(tf.float32, [], name="keepRate1")
     keepRate2 = v1.placeholder(tf.float32, [], name="keepRate2")
-    layers, pooled = conv_stack(X, network, new_conv_variables, keep_conv=keepRate1)
+    inputs, augmenting, augment_seed = X, None, None
+    if augment:
+        inputs, augmenting, augment_seed = augmentation.training_inputs(X, network, mean_image, augment)
+    layers, pooled = conv_stack(inputs, network, new_conv_variables, keep_conv=keepRate1)
     with tf.name_scope("fc1"):
         flat_size, units = network.fc1_inputs(image_size), network.fc_units
         weights3_1 = tf.Variable(v1.truncated_normal([flat_size, units], stddev=0.1), name="weights3_1")
@@ -261,11 +321,12 @@ def build_convnet(image_size, n_classes, network=architecture.TUTORIAL):
         biases3_2 = tf.Variable(tf.ones([n_classes]), name="biases3_2")
         logits = tf.add(tf.matmul(fc1_drop, weights3_2), biases3_2, name="logits")
         Y = tf.nn.softmax(logits, name="Y")
-    return dict(X=X, Y_=Y_, keepRate1=keepRate1, keepRate2=keepRate2, layers=layers, logits=logits, Y=Y)
+    return dict(X=X, Y_=Y_, keepRate1=keepRate1, keepRate2=keepRate2, layers=layers, logits=logits, Y=Y,
+                inputs=inputs, augmenting=augmenting, augment_seed=augment_seed)
 
 
 def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None, precision=tf_start.FLOAT32,
-                network=architecture.TUTORIAL):
+                network=architecture.TUTORIAL, augment=None, mean_image=None):
     """The tutorial's graph in a new tf.Graph: the convnet (``network``'s layers), its loss, optimiser and
     accuracy, and the summaries; returns a dict of its tensors and ops by name.
 
@@ -276,7 +337,7 @@ def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None, precision=
     with graph.as_default():
         if seed is not None:
             v1.set_random_seed(seed)
-        model = build_convnet(image_size, n_classes, network)
+        model = build_convnet(image_size, n_classes, network, augment, mean_image)
         loss, accuracy = loss_and_accuracy(model["logits"], model["Y"], model["Y_"])
         global_step = v1.train.get_or_create_global_step()
         train_step, loss_scale = optimiser(loss, learning_rate, global_step,
@@ -424,7 +485,7 @@ def train(args, dataset, model, run, folder):
     graph = model["graph"]
     with graph.as_default():
         folder.attach(graph, run, dataset.mean_image, snapshot_variables(graph, model["network"]),
-                      args.keep_checkpoints, args.checkpoint_minutes, segment={"precision": model["precision"]},
+                      args.keep_checkpoints, args.checkpoint_minutes, segment=segment(model["precision"], args.augment),
                       optional_variables=model["loss_scale"])
         with v1.Session(config=tf_start.session_config(model["precision"])) as session:
             session.run(v1.global_variables_initializer())
@@ -451,6 +512,12 @@ def train(args, dataset, model, run, folder):
                                               f"{folder.last_saved()}") from None
 
 
+def segment(precision, augment):
+    """What this process's part of the run computes in and how it augments: recorded from the step it resumes
+    at, since a run may resume with or without --mixed-precision and --augment."""
+    return {"precision": precision, **({"augment": augment} if augment else {})}
+
+
 def epoch_order(seed, epoch, count):
     """The training order of one epoch, the same whenever that epoch is (re)run."""
     return np.random.default_rng([seed, epoch]).permutation(count)
@@ -474,9 +541,10 @@ def run_epochs(args, dataset, model, seed, session, step, folder, probe, train_w
                 if (step + 1) % args.summary_every == 0:
                     measured_accuracies.append(write_train_summary(session, model, feed, train_writer, step + 1))
                     write_test_summary(session, model, dataset, test_writer, step + 1, summary_rng)
-                # The progress line shows the update's own forward pass, dropout on.
+                # The progress line shows the update's own forward pass, dropout on (and augmented, with --augment).
                 trained = run_checked(session, {"update": model["train_step"], "loss": model["loss"],
-                                                "accuracy": model["accuracy"]}, feed, step + 1)
+                                                "accuracy": model["accuracy"]},
+                                      {**feed, **augmenting(model, seed, step)}, step + 1)
                 step += 1
                 show_step(progress, trained, len(picked) * (batch_index + 1 - first))
                 if step % args.snapshot_every == 0:
@@ -501,6 +569,14 @@ def run_epochs(args, dataset, model, seed, session, step, folder, probe, train_w
         take_snapshot(session, folder, probe, train_writer, step)
     print(f"Training finished: {args.epochs} epochs, global step {step}")
     return 0
+
+
+def augmenting(model, seed, step):
+    """The feed that augments the training step's batch (none without --augment): drawn from the run's seed and
+    the global step, so a resumed run augments each step as a run that went through did."""
+    if model["augmenting"] is None:
+        return {}
+    return {model["augmenting"]: True, model["augment_seed"]: [seed, step]}
 
 
 def show_step(progress, trained, images):
@@ -572,8 +648,8 @@ def train_and_evaluate(args):
 def run_the_tutorial(args, folder):
     """The article's steps in order, in a run folder this process holds: the data, the demos, the convnet
     with its loss, optimiser and summaries, then training and evaluation."""
-    run = folder.start(args.classes, args.image_size, args.batch_size, args.seed)
-    network = architecture.TUTORIAL
+    run = folder.start(args.classes, args.image_size, args.batch_size, args.seed, args.network)
+    network = architecture.of_run(run)
     resources.warn_if_short_of_space(args.checkpoint_dir,
                                      3 * 4 * network.weight_count(args.image_size, len(args.classes)),
                                      "a checkpoint")  # the weights and Adam's two slots
@@ -581,7 +657,10 @@ def run_the_tutorial(args, folder):
     if not args.skip_demos:
         image = demo_image(args.data_dir, args.classes[0])
         with files.writing_into(args.figures_dir):  # what a killed run left there is swept first
-            for figure in (*demo_convolution(image, args.figures_dir), demo_pooling(args.figures_dir)):
+            figures = [*demo_convolution(image, args.figures_dir), demo_pooling(args.figures_dir)]
+            if args.augment:
+                figures.append(demo_augmentation(image, args.augment, run["seed"], args.figures_dir))
+            for figure in figures:
                 print(f"Wrote {figure.path}")
     run = dict(run, classes=dataset.classLabels, train_images=len(dataset.train_x))
     print(f"Training on {len(dataset.train_x)} images, testing on {len(dataset.test_x)}: "
@@ -589,7 +668,10 @@ def run_the_tutorial(args, folder):
     precision = tf_start.choose_precision(args.mixed_precision)
     if precision != tf_start.FLOAT32:
         print(f"Computing in {precision}: 16-bit matmuls and convolutions, float32 weights", flush=True)
-    model = build_graph(args.image_size, dataset.classes, args.learning_rate, run["seed"], precision, network)
+    if args.augment:
+        print(f"Augmenting the training batches: {', '.join(args.augment)}", flush=True)
+    model = build_graph(args.image_size, dataset.classes, args.learning_rate, run["seed"], precision, network,
+                        args.augment, dataset.mean_image)
     return train(args, dataset, model, run, folder)
 
 

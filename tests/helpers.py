@@ -90,6 +90,12 @@ def checkpoint_tensor(prefix):
     return tf.train.load_checkpoint(str(prefix)).get_tensor
 
 
+def newest_checkpoint(checkpoint_dir):
+    """The prefix of the full checkpoint of the highest step in a folder (names sort 12 before 6: by number)."""
+    indexes = checkpoint_dir.glob("model.ckpt-*.index")
+    return max(indexes, key=lambda index: int(index.name.split("-")[1].split(".")[0])).with_suffix("")
+
+
 def rewrite_checkpoint_tensor(prefix, name, value):
     """One tensor of a checkpoint replaced, every other kept: a checkpoint as another version would have written it."""
     reader = tf.train.load_checkpoint(str(prefix))
