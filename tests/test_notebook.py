@@ -32,7 +32,7 @@ NotebookClient = pytest.importorskip("nbclient", reason=JUPYTER).NotebookClient
 
 NOTEBOOK = os.path.join(REPO, "visualizing_convnets.ipynb")
 DEFAULTS = {"image_size": 224, "epochs": 400, "data_dir": "data", "logdir": "logs", "checkpoint_dir": "checkpoints",
-            "gif_dir": "gifs", "figures_dir": "figures"}
+            "gif_dir": "gifs", "figures_dir": "figures", "augment": None}
 EPOCHS = 2
 
 
@@ -70,7 +70,7 @@ def executed(archives, tmp_path_factory):
     work = tmp_path_factory.mktemp("notebook")
     folders = {name: str(work / DEFAULTS[name]) for name in ("data_dir", "logdir", "checkpoint_dir", "gif_dir",
                                                               "figures_dir")}
-    notebook = inject_parameters(committed(), {"image_size": 32, "epochs": EPOCHS, **folders})
+    notebook = inject_parameters(committed(), {"image_size": 32, "epochs": EPOCHS, "augment": "flip", **folders})
     # The kernel's SIGINT and SIGTERM handlers, printed before the first cell and after the last.
     handlers = "import signal\nprint(signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))"
     notebook.cells.insert(0, nbformat.v4.new_code_cell(handlers, metadata={"tags": ["handlers-before"]}))
@@ -184,6 +184,14 @@ def test_training_prints_the_tutorials_lines_and_leaves_a_checkpoint(executed):
         assert re.search(rf"^Epoch number {epoch} Training Accuracy: \d\.\d{{4}}$", text, re.MULTILINE), text
     assert len(re.findall(r"^Test Set Accuracy: \d\.\d{4}$", text, re.MULTILINE)) == EPOCHS
     assert glob.glob(os.path.join(executed["folders"]["checkpoint_dir"], "model.ckpt-*.index"))
+
+
+def test_the_augment_parameter_augments_the_training_batches(executed):
+    text = printed(tagged(executed["notebook"], "training"))
+    run = json.loads(open(os.path.join(executed["folders"]["checkpoint_dir"], "run.json")).read())
+
+    assert "Augmenting the training batches: flip\n" in text
+    assert run["segments"][0]["augment"] == ["flip"]
 
 
 def test_rerunning_the_training_cell_carries_on_from_the_checkpoint(executed):
