@@ -1,4 +1,4 @@
-"""The trained network of a checkpoint folder, ready to classify: what predict.py and Grad-CAM use.
+"""The trained network of a checkpoint folder, ready to classify: what predict.py and the explanations use.
 
 The run's classes, image size and training mean come from the folder by run_folder's one
 rule; the graph is visualize_convnets.build_graph's, so every checkpoint variable finds its
@@ -22,6 +22,10 @@ class NoCheckpoint(cli.UsageError):
 
 class Classifier:
     """The trained network of a checkpoint folder, with its run's classes, image size and mean."""
+
+    # The conv layer every explanation looks at (Grad-CAM's, explain.py; filter_gif's Grad-CAM PNG): the last one.
+    # From the network's description once it has one.
+    explained_layer = "conv2_2"
 
     def __init__(self, checkpoint_dir):
         checkpoints = run_folder.find_checkpoints(checkpoint_dir)
