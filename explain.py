@@ -105,7 +105,7 @@ class Explainer:
         their mean gradient), ``heat`` it upsampled bilinearly to the picture and scaled to [0, 1]."""
         best, probability = self.predicted(picture)
         cam = self.library(saliency.GradCam).GetMask(self.centred(picture), self.feed(best), should_resize=False,
-                                           three_dims=False)
+                                                     three_dims=False)
         height, width = picture.shape[:2]
         # PIL's bilinear upsampling clamps at the edges (the library's skimage resize reflects, and normalises
         # before resizing): the heat is the map's own shape, pixel centres aligned.
@@ -117,8 +117,9 @@ class Explainer:
 
     def integrated_gradients(self, picture, label, steps=IG_STEPS):
         """[h, w, 3] attributions of ``label``'s logit from the black photo; they sum to about the logit's change."""
-        return self.library(saliency.IntegratedGradients).GetMask(self.centred(picture), self.feed(label), x_baseline=black_photo(self.network),
-                                      x_steps=steps, batch_size=BATCH)
+        return self.library(saliency.IntegratedGradients).GetMask(
+            self.centred(picture), self.feed(label), x_baseline=black_photo(self.network), x_steps=steps,
+            batch_size=BATCH)
 
     def attributions(self, picture, method, label):
         """One method's raw map of ``label`` for a uint8 picture: [h, w] for the region methods, [h, w, 3] else."""
@@ -131,7 +132,8 @@ class Explainer:
             state = np.random.get_state()
             np.random.seed(SMOOTHGRAD_SEED)
             try:
-                return self.library(saliency.GradientSaliency).GetSmoothedMask(x, self.feed(label), nsamples=SMOOTHGRAD_SAMPLES)
+                return self.library(saliency.GradientSaliency).GetSmoothedMask(x, self.feed(label),
+                                                                               nsamples=SMOOTHGRAD_SAMPLES)
             finally:
                 np.random.set_state(state)
         if method == "integrated_gradients":
@@ -141,7 +143,7 @@ class Explainer:
             return self.library(saliency.BlurIG).GetMask(x, self.feed(label), batch_size=BATCH)
         if method == "xrai":
             return self.library(saliency.XRAI).GetMask(x, self.feed(label), batch_size=BATCH,
-                                            baselines=[black_photo(self.network), white_photo(self.network)])
+                                                       baselines=[black_photo(self.network), white_photo(self.network)])
         raise ValueError(method)
 
     def explain(self, picture, methods, progress=None):

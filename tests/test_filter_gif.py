@@ -11,12 +11,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import classifier
 import filter_gif as fg
 import imFunctions as imf
 from conftest import run_script
-from helpers import (GAP, HEADER, checkpoint_tensor, expected_grad_cam, grey_levels, numpy_conv_stack, numpy_forward,
-                     prepared_image, softmax, tile)
+from helpers import GAP, HEADER, checkpoint_tensor, expected_grad_cam, grey_levels, numpy_conv_stack, prepared_image, tile
 
 SNAPSHOT_STEPS = list(range(0, 19, 2))  # the short run snapshots every 2 of its 18 steps
 SCALE = 12

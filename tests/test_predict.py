@@ -81,7 +81,8 @@ def test_json_is_one_object_per_image_with_its_class_and_every_probability(short
 
 def numpy_answer(run, image):
     """The probabilities of the classes for ``image``, from the last checkpoint's weights in numpy."""
-    return softmax(numpy_forward(prepared_image(run, image), checkpoint_tensor(run.checkpoint_dir / "model.ckpt-18"))[2])
+    tensor = checkpoint_tensor(run.checkpoint_dir / "model.ckpt-18")
+    return softmax(numpy_forward(prepared_image(run, image), tensor)[2])
 
 
 def test_plain_output_is_path_class_and_probability_per_line(short_run, capsys):
