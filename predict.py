@@ -194,8 +194,10 @@ def predict(args):
             explanations = Explanations(classifier, args.explain, args.out, len(paths))
             try:
                 failed = classify(classifier, paths, args.batch_size, args.json, explanations)
-            finally:
-                explanations.progress.close()
+            except BaseException:
+                explanations.progress.abandon()
+                raise
+            explanations.progress.close()
     return 1 if failed or empty or unreadable else 0
 
 

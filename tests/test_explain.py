@@ -1,5 +1,9 @@
 """explain.py and predict.py --explain: explanations through PAIR's saliency library on a real short run."""
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -8,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 import classifier
 import explain
 import imFunctions as imf
-from conftest import run_script
+from conftest import REPO, run_script
 from helpers import checkpoint_tensor, expected_grad_cam, numpy_forward, prepared_image
 
 # The figure's layout as the README states it: panels of 224 // size zoom, PANEL_GAP apart, each under a
@@ -170,3 +174,24 @@ def test_a_fifo_and_a_non_image_among_the_inputs_are_warnings_exit_1_and_the_oth
                         "Warning: skipped notes.jpg: not a readable image"]
     assert sorted(os.listdir(tmp_path / "explanations")) == sorted(f"{image.stem}_explained.png" for image in good)
     assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [str(image) for image in good]
+
+
+def test_a_signal_while_explaining_is_one_line_and_leaves_whole_pngs_only(short_run, tmp_path):
+    images = [short_run.data_dir / "test"]  # a dozen images, seconds each: it is still explaining when stopped
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "predict.py"), "--checkpoint-dir",
+                                str(short_run.checkpoint_dir), "--explain", *map(str, images)], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    out = tmp_path / "explanations"
+    for _ in range(1200):
+        if out.is_dir() and any(name.endswith("_explained.png") for name in os.listdir(out)):
+            break
+        time.sleep(0.1)
+
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+
+    assert (process.returncode, stderr) == (128 + signal.SIGTERM, "predict.py: stopped by SIGTERM\n")
+    written = os.listdir(out)
+    assert written and all(name.endswith("_explained.png") for name in written)
+    for name in written:
+        Image.open(out / name).load()  # each one whole
