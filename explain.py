@@ -34,11 +34,10 @@ import tensorflow as tf
 v1 = tf.compat.v1
 
 TITLES = {"grad_cam": "Grad-CAM", "gradients": "Gradients", "smoothgrad": "SmoothGrad",
-          "integrated_gradients": "Integrated Gradients", "blur_ig": "Blur IG",
-          "xrai": "XRAI"}
+          "integrated_gradients": "Integrated Gradients", "blur_ig": "Blur IG", "xrai": "XRAI"}
 DEFAULT_METHODS = ("grad_cam", "smoothgrad", "integrated_gradients", "blur_ig", "xrai")
 
-IG_STEPS = 64  # completeness within 5 % on the tutorial's network (tests/test_explain.py); 25 was not always
+IG_STEPS = 64  # Riemann steps: the attributions sum to the logit's change within 5 % (tests/test_explain.py; 4 fail it)
 SMOOTHGRAD_SAMPLES = 25
 SMOOTHGRAD_SEED = 0  # the same picture on every run: the noise is the library's np.random, seeded and restored
 BATCH = 32  # path steps per session.run
