@@ -40,6 +40,7 @@ REPO = os.path.dirname(DOCS)
 sys.path[1:1] = [REPO, os.path.join(REPO, "tests")]  # the project's modules; the mirror's server serves any folder
 import numpy as np  # noqa: E402 -- after the path that finds the project
 
+import cli  # noqa: E402
 import drawing  # noqa: E402
 import imFunctions as imf  # noqa: E402
 import mirror  # noqa: E402
@@ -54,8 +55,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.OneLineParser(description=__doc__.split("\n")[0],
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--photos", default=os.path.join(REPO, "..", "shared", "realpets"),
                         help="a folder of images/ and annotations/list.txt to serve as the dataset")
     parser.add_argument("--archives", default=None,
@@ -193,7 +194,16 @@ def screenshots(work, out):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.archives:
+        needed = [os.path.join(args.archives, name) for name in ("images.tar.gz", "annotations.tar.gz")]
+    else:
+        needed = [os.path.join(args.photos, "images"), os.path.join(args.photos, "annotations", "list.txt")]
+    missing = [path for path in needed if not os.path.exists(path)]
+    if missing:
+        parser.error(f"{missing[0]} is missing: --photos needs images/ and annotations/list.txt, --archives the two "
+                     f"archives")
     work = args.work or tempfile.mkdtemp(prefix="pictures-")
     try:
         archives = args.archives or pack(args.photos, os.path.join(work, "archives"))

@@ -52,3 +52,11 @@ def test_the_smallest_configuration_makes_every_picture_but_the_screenshots(arch
                            "pooling_demo.png", "pooling_photo.png", "explained_shiba_inu.png", "explained_samoyed.png"])
     for name in made:
         decodes(tmp_path / "out" / name)
+
+
+def test_a_photos_folder_without_the_photos_is_one_line_and_exit_status_2(tmp_path):
+    result = run_script("docs/make_pictures.py", ["--photos", tmp_path, "--no-screenshots"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr == (f"make_pictures.py: error: {tmp_path / 'images'} is missing: --photos needs images/ and "
+                             f"annotations/list.txt, --archives the two archives\n")
