@@ -1,4 +1,4 @@
-"""The trained network of a checkpoint folder, ready to classify: what predict.py and Grad-CAM use.
+"""The trained network of a checkpoint folder, ready to classify: what predict.py and the explanations use.
 
 The run's classes, image size and training mean come from the folder by run_folder's one
 rule; the graph is visualize_convnets.build_graph's, so every checkpoint variable finds its
@@ -41,7 +41,8 @@ class Classifier:
 
     @property
     def explained_layer(self):
-        """The conv layer explanations weigh (Grad-CAM's), as the network's description names it."""
+        """The conv layer every explanation looks at (Grad-CAM's, explain.py; filter_gif's Grad-CAM PNG), as the
+        network's description names it: the tutorial's conv2_2."""
         return self.network.views["explained"]
 
     def feed(self, pictures):

@@ -1,7 +1,7 @@
 """Pictures: one uint8 scaler, one grid, one title strip, one PNG and one GIF writer.
 
 Every picture the project makes is drawn here: the demos' figures, TensorBoard's probe
-images, the filter, feature-map and feature-visualisation GIFs, Grad-CAM. Files are encoded
+images, the filter, feature-map and feature-visualisation GIFs, the explanations. Files are encoded
 in memory and written through files.write_bytes_atomically: never a half-written picture.
 """
 import collections
@@ -86,27 +86,52 @@ def save_panels(panels, path, cell=None, numbers=False, shared_scale=False):
     on light cells and white on dark ones so every one reads. ``boxes`` holds each panel's
     (left, top, cell) in the figure.
     """
-    title_font = ImageFont.load_default(size=15)
     all_values = np.concatenate([np.ravel(panel) for panel in panels.values()])
-    placed, boxes, left = [], {}, 0
+    tiles, scales = {}, {}
     for title, panel in panels.items():
         low, high = (all_values.min(), all_values.max()) if shared_scale else (panel.min(), panel.max())
         grey = to_uint8(panel, low, high)
-        scale = cell or max(1, 224 // max(panel.shape))
+        scale = scales[title] = cell or max(1, 224 // max(panel.shape))
         tile = Image.fromarray(grey).resize((panel.shape[1] * scale, panel.shape[0] * scale), Image.NEAREST)
-        tile = tile.convert("RGB")
+        tiles[title] = tile.convert("RGB")
         if numbers:
-            draw_numbers(tile, panel, grey, scale)
-        placed.append((left, title, tile))
-        boxes[title] = (left, TITLE_HEIGHT, scale)
+            draw_numbers(tiles[title], panel, grey, scale)
+    figure, lefts = panel_row(tiles)
+    write_png(path, figure)
+    return Figure(path, dict(panels), {title: (lefts[title], TITLE_HEIGHT, scales[title]) for title in panels})
+
+
+def titled_panels(panels, zoom):
+    """``{title: uint8 [h, w, 3]}`` zoomed by nearest neighbour and drawn side by side under their titles."""
+    tiles = {title: Image.fromarray(picture).resize((picture.shape[1] * zoom, picture.shape[0] * zoom), Image.NEAREST)
+             for title, picture in panels.items()}
+    return panel_row(tiles)[0]
+
+
+def panel_row(tiles):
+    """``{title: PIL RGB image}`` left to right, PANEL_GAP apart, each under its title in a TITLE_HEIGHT strip (a
+    title wider than its tile widens its column); returns the uint8 figure and each tile's left edge."""
+    title_font = ImageFont.load_default(size=15)
+    lefts, left = {}, 0
+    for title, tile in tiles.items():
+        lefts[title] = left
         left += max(tile.width, int(title_font.getlength(title)) + 4) + PANEL_GAP
-    figure = Image.new("RGB", (left - PANEL_GAP, TITLE_HEIGHT + max(tile.height for _, _, tile in placed)), "white")
+    figure = Image.new("RGB", (left - PANEL_GAP, TITLE_HEIGHT + max(tile.height for tile in tiles.values())), "white")
     draw = ImageDraw.Draw(figure)
-    for left, title, tile in placed:
-        figure.paste(tile, (left, TITLE_HEIGHT))
-        draw.text((left, 4), title, fill="black", font=title_font)
-    write_png(path, np.asarray(figure))
-    return Figure(path, dict(panels), boxes)
+    for title, tile in tiles.items():
+        figure.paste(tile, (lefts[title], TITLE_HEIGHT))
+        draw.text((lefts[title], 4), title, fill="black", font=title_font)
+    return np.asarray(figure), lefts
+
+
+def heat_colours(heat):
+    """[h, w] values in [0, 1] as [h, w, 3] jet colours in 0..255: blue, cyan, yellow, red."""
+    return 255 * np.stack([np.clip(1.5 - np.abs(4 * heat - centre), 0, 1) for centre in (3, 2, 1)], axis=-1)
+
+
+def overlay_heat(picture, heat):
+    """A uint8 picture half under the jet colours of ``heat`` ([h, w] in [0, 1])."""
+    return np.uint8(np.round(0.5 * picture + 0.5 * heat_colours(heat)))
 
 
 def draw_numbers(tile, panel, grey, scale):

@@ -36,10 +36,10 @@ import numpy as np
 import architecture
 import cli
 import drawing
+import explain
 import feature_maps
 import feature_vis
 import files
-import grad_cam
 import imFunctions as imf
 import resources
 import run_folder
@@ -204,7 +204,7 @@ def make_outputs(args):
             written += feature_maps.feature_gifs(args.image, image, maps_of, snapshots, args.feature_layers,
                                                  args.channels, args.fps, args.per_frame_norm, args.out)
             written += feature_maps.feature_pngs(args.image, image, maps_of, args.checkpoint_dir, args.out)
-            written += grad_cam.grad_cam_png(args.checkpoint_dir, args.image, args.out)
+            written += explain.grad_cam_png(args.checkpoint_dir, args.image, args.out)
         if args.feature_vis:
             written += feature_vis.feature_vis_gifs(args, snapshots, run["image_size"], mean_image, network)
     return snapshots, written

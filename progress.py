@@ -43,6 +43,11 @@ class Progress(tqdm):
             self.plain_line()
         super().close()
 
+    def abandon(self):
+        """Close without the closing plain line: work stopped by a signal says so in one line of its own."""
+        self.plain_shown = self.n
+        self.close()
+
     def note(self, message):
         """``message`` on a line of its own, the progress line redrawn below it on a terminal."""
         self.write(message, file=self.fp)

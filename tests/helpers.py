@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
+import imFunctions as imf
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GAP = 2  # white pixels between the tiles of every grid
 HEADER = 14  # pixels of the title strip above a titled frame
@@ -108,6 +110,46 @@ def rewrite_checkpoint_tensor(prefix, name, value):
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             saver.save(session, str(prefix), write_meta_graph=False, write_state=False)
+
+
+def prepared_image(run, image, size=64):
+    """``image`` as the network takes it: resized to ``size``, the run's training mean subtracted."""
+    return imf.load_image(str(image), size).astype(np.float32) - np.load(run.checkpoint_dir / "mean_image.npy")
+
+
+def numpy_grad_cam(prepared, tensor):
+    """Grad-CAM on conv2_2 in numpy from a full checkpoint's weights: the class, its probability and the map."""
+    maps, fc1, logits = numpy_forward(prepared, tensor)
+    weights3_1, weights3_2 = tensor("fc1/weights3_1"), tensor("softmax/weights3_2")
+    best = int(np.argmax(logits))
+    probabilities = softmax(logits)
+    # Backward from the class's logit: softmax layer, fc1's ReLU, fc1, the flattening, pool2.
+    d_pool2 = (weights3_1 @ (weights3_2[:, best] * (fc1 > 0))).reshape(maps["pool2"].shape)
+    conv2_2 = maps["conv2_2"]
+    side, channels = conv2_2.shape[0] // 2, conv2_2.shape[2]
+    windows = conv2_2.reshape(side, 2, side, 2, channels).transpose(0, 2, 4, 1, 3).reshape(side, side, channels, 4)
+    d_windows = np.zeros_like(windows)
+    np.put_along_axis(d_windows, windows.argmax(-1)[..., None], d_pool2[..., None], -1)  # each max takes it all
+    d_conv2_2 = d_windows.reshape(side, side, channels, 2, 2).transpose(0, 3, 1, 4, 2).reshape(conv2_2.shape)
+    cam = np.maximum(conv2_2 @ d_conv2_2.mean(axis=(0, 1)), 0)
+    return best, probabilities[best], cam
+
+
+def numpy_upsample_2x(values):
+    """Bilinear 2x upsampling, pixel centres aligned, edges clamped: out[2i] = .75 x[i] + .25 x[i-1], ..."""
+    for _ in range(2):
+        before, after = np.concatenate([values[:1], values[:-1]]), np.concatenate([values[1:], values[-1:]])
+        values = np.stack([0.75 * values + 0.25 * before, 0.75 * values + 0.25 * after], axis=1)
+        values = values.reshape(-1, *values.shape[2:]).T
+    return values
+
+
+def expected_grad_cam(run, image):
+    """The class, its probability, the map at conv2_2 and the heat map at the image's size, from numpy."""
+    tensor = checkpoint_tensor(run.checkpoint_dir / "model.ckpt-18")
+    best, probability, cam = numpy_grad_cam(prepared_image(run, image), tensor)
+    heat = numpy_upsample_2x(cam)
+    return ["shiba_inu", "samoyed"][best], probability, cam, heat / heat.max()
 
 
 # --------------------------------------------------------------------------- files and processes

@@ -11,13 +11,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import classifier
 import filter_gif as fg
-import grad_cam
 import imFunctions as imf
 from conftest import run_script
-from helpers import (GAP, HEADER, checkpoint_tensor, exit_status, grey_levels, numpy_conv_stack, numpy_forward, softmax,
-                     tile)
+from helpers import (GAP, HEADER, checkpoint_tensor, exit_status, expected_grad_cam, grey_levels, numpy_conv_stack,
+                     prepared_image, tile)
 
 SNAPSHOT_STEPS = list(range(0, 19, 2))  # the short run snapshots every 2 of its 18 steps
 SCALE = 12
@@ -148,10 +146,6 @@ def test_a_snapshot_still_being_written_is_left_out(short_run, tmp_path):
 
 
 # --------------------------------------------------------------------------- feature maps
-
-def prepared_image(run, image):
-    return imf.load_image(str(image), 64).astype(np.float32) - np.load(run.checkpoint_dir / "mean_image.npy")
-
 
 @pytest.fixture(scope="module")
 def numpy_maps(short_run, gifs):
@@ -297,54 +291,6 @@ def test_channels_all_animates_a_grid_of_every_channel(short_run, gifs, tmp_path
 
 
 # --------------------------------------------------------------------------- Grad-CAM
-
-def numpy_grad_cam(prepared, tensor):
-    """Grad-CAM on conv2_2 in numpy from a full checkpoint's weights: the class, its probability and the map."""
-    maps, fc1, logits = numpy_forward(prepared, tensor)
-    weights3_1, weights3_2 = tensor("fc1/weights3_1"), tensor("softmax/weights3_2")
-    best = int(np.argmax(logits))
-    probabilities = softmax(logits)
-    # Backward from the class's logit: softmax layer, fc1's ReLU, fc1, the flattening, pool2.
-    d_pool2 = (weights3_1 @ (weights3_2[:, best] * (fc1 > 0))).reshape(maps["pool2"].shape)
-    conv2_2 = maps["conv2_2"]
-    side, channels = conv2_2.shape[0] // 2, conv2_2.shape[2]
-    windows = conv2_2.reshape(side, 2, side, 2, channels).transpose(0, 2, 4, 1, 3).reshape(side, side, channels, 4)
-    d_windows = np.zeros_like(windows)
-    np.put_along_axis(d_windows, windows.argmax(-1)[..., None], d_pool2[..., None], -1)  # each max takes it all
-    d_conv2_2 = d_windows.reshape(side, side, channels, 2, 2).transpose(0, 3, 1, 4, 2).reshape(conv2_2.shape)
-    cam = np.maximum(conv2_2 @ d_conv2_2.mean(axis=(0, 1)), 0)
-    return best, probabilities[best], cam
-
-
-def numpy_upsample_2x(values):
-    """Bilinear 2x upsampling, pixel centres aligned, edges clamped: out[2i] = .75 x[i] + .25 x[i-1], ..."""
-    for _ in range(2):
-        before, after = np.concatenate([values[:1], values[:-1]]), np.concatenate([values[1:], values[-1:]])
-        values = np.stack([0.75 * values + 0.25 * before, 0.75 * values + 0.25 * after], axis=1)
-        values = values.reshape(-1, *values.shape[2:]).T
-    return values
-
-
-def expected_grad_cam(run, image):
-    """The class, its probability, the map at conv2_2 and the heat map at the image's size, from numpy."""
-    tensor = checkpoint_tensor(run.checkpoint_dir / "model.ckpt-18")
-    best, probability, cam = numpy_grad_cam(prepared_image(run, image), tensor)
-    heat = numpy_upsample_2x(cam)
-    return ["shiba_inu", "samoyed"][best], probability, cam, heat / heat.max()
-
-
-@pytest.mark.parametrize("breed", ["samoyed", "shiba_inu"])  # the shiba's map has zeros: the ReLU matters
-def test_grad_cam_is_the_class_logits_gradient_weighted_conv2_2_map(breed, short_run):
-    image = short_run.data_dir / "test" / breed / sorted(os.listdir(short_run.data_dir / "test" / breed))[0]
-    label, probability, cam, heat = expected_grad_cam(short_run, image)
-    network = classifier.Classifier(short_run.checkpoint_dir)
-
-    result = grad_cam.grad_cam(network, imf.load_image(str(image), 64))
-
-    assert (result.label, result.probability) == (label, pytest.approx(probability, rel=1e-4))
-    np.testing.assert_allclose(result.cam, cam, rtol=1e-3, atol=1e-4 * cam.max())
-    np.testing.assert_allclose(result.heat, heat, atol=1e-4)
-
 
 def test_image_writes_the_grad_cam_png_the_picture_beside_it_under_its_heat_map(short_run, gifs):
     out, image = gifs

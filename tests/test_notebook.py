@@ -213,12 +213,12 @@ def test_predict_answers_for_two_test_images_of_each_class(executed):
     assert all(re.fullmatch(r"\S+\t(shiba_inu|samoyed)\t[01]\.\d{4}", line) for line in lines), lines
 
 
-def test_grad_cam_is_shown_for_each_of_those_images_beside_the_image(executed):
-    shown = [base64.b64decode(data) for data in outputs_of(tagged(executed["notebook"], "grad-cam"), "image/png")]
+def test_the_explanations_are_shown_for_each_of_those_images(executed):
+    shown = [base64.b64decode(data) for data in outputs_of(tagged(executed["notebook"], "explanations"), "image/png")]
     assert len(shown) == 4
     for data in shown:
-        with Image.open(io.BytesIO(data)) as picture:  # the picture and its overlay side by side, 32 px zoomed 7x
-            assert picture.size == (2 + 2 * (224 + 2), 14 + 2 + 224 + 2)
+        with Image.open(io.BytesIO(data)) as picture:  # the photo and 5 methods' panels, 32 px zoomed 7x, 16 px apart
+            assert picture.size == (6 * 224 + 5 * 16, 26 + 224)
 
 
 def test_the_filter_and_feature_map_gifs_are_shown_as_the_files_written(executed):

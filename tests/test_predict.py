@@ -11,7 +11,7 @@ import pytest
 import imFunctions as imf
 import predict
 from conftest import run_script
-from helpers import checkpoint_tensor, numpy_forward, softmax
+from helpers import checkpoint_tensor, numpy_forward, prepared_image, softmax
 
 CLASSES = ["shiba_inu", "samoyed"]
 
@@ -81,8 +81,8 @@ def test_json_is_one_object_per_image_with_its_class_and_every_probability(short
 
 def numpy_answer(run, image):
     """The probabilities of the classes for ``image``, from the last checkpoint's weights in numpy."""
-    prepared = imf.load_image(str(image), 64).astype(np.float32) - np.load(run.checkpoint_dir / "mean_image.npy")
-    return softmax(numpy_forward(prepared, checkpoint_tensor(run.checkpoint_dir / "model.ckpt-18"))[2])
+    tensor = checkpoint_tensor(run.checkpoint_dir / "model.ckpt-18")
+    return softmax(numpy_forward(prepared_image(run, image), tensor)[2])
 
 
 def test_plain_output_is_path_class_and_probability_per_line(short_run, capsys):
