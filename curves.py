@@ -8,6 +8,7 @@ compare_runs.py draws several runs in one PNG.
 """
 import collections
 import io
+import logging
 import os
 
 import matplotlib
@@ -51,6 +52,8 @@ def run_folders(logdirs):
 
 def read_curves(logdir):
     """``{(split, tag): Curve}`` of a run's Loss and Accuracy, train and test, as TensorBoard reads them."""
+    # A resumed run writes its graph again; the reader says so in two lines about graphs, which are not drawn here.
+    logging.getLogger("tensorboard").setLevel(logging.ERROR)
     curves = {}
     for split in SPLITS:
         folder = os.path.join(logdir, split)

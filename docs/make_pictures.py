@@ -19,7 +19,7 @@ seed and learning rate (visualize_convnets.py), and makes from that run, with th
     python docs/make_pictures.py                         # 96 px, 40 epochs, seed 1: about 10 min on 2 cores
     python docs/make_pictures.py --work /tmp/pictures    # keep the run; a second call reuses it
 
-The run's accuracy curves join them once the runs-comparison command lands (ACCURACY_CURVES).
+The run's Loss and Accuracy curves, train and test, come from compare_runs.py (accuracy_curves.png).
 --archives serves a folder that already holds images.tar.gz and annotations.tar.gz (the
 tests use the generated mirror's). Any command that fails stops the script with its status.
 """
@@ -47,9 +47,6 @@ import mirror  # noqa: E402
 import visualize_convnets as vc  # noqa: E402
 
 BREEDS = ("shiba_inu", "samoyed")
-# The accuracy-curve picture, once the runs-comparison command exists: a function of (logdir, out folder)
-# returning the PNGs it wrote. None until then: the script says it skipped them.
-ACCURACY_CURVES = None
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 
@@ -74,11 +71,11 @@ def build_parser():
     return parser
 
 
-def run(script, *args, env=None):
+def run(script, *args, env=None, cwd=None):
     """One of the project's scripts, its output shown; a failure stops this one with its status."""
     command = [sys.executable, os.path.join(REPO, script), *map(str, args)]
     print("$", " ".join(command[1:]), flush=True)
-    result = subprocess.run(command, env=env, stdin=subprocess.DEVNULL)
+    result = subprocess.run(command, env=env, cwd=cwd, stdin=subprocess.DEVNULL)
     if result.returncode:
         sys.exit(result.returncode)
 
@@ -133,11 +130,9 @@ def pictures(args, work):
     names = [*copies.values(), "convolution_demo.png", "pooling_demo.png", "pooling_photo.png"]
     if not args.no_screenshots:
         names += screenshots(work, args.out)
-    if ACCURACY_CURVES is None:
-        print("accuracy curves skipped: the runs-comparison command has not landed (ACCURACY_CURVES)")
-    else:
-        names += ACCURACY_CURVES(os.path.join(work, "logs"), args.out)
-    return names
+    # From the run's folder, so the curves are labelled "logs", not with a temporary folder's path.
+    run("compare_runs.py", "logs", "--out", os.path.abspath(os.path.join(args.out, "accuracy_curves.png")), cwd=work)
+    return names + ["accuracy_curves.png"]
 
 
 def max_pool(values):

@@ -49,7 +49,8 @@ def test_the_smallest_configuration_makes_every_picture_but_the_screenshots(arch
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     made = sorted(os.listdir(tmp_path / "out"))
     assert made == sorted(["conv1_1.gif", "photo_conv1_2.gif", "photo_conv2_2.gif", "convolution_demo.png",
-                           "pooling_demo.png", "pooling_photo.png", "explained_shiba_inu.png", "explained_samoyed.png"])
+                           "pooling_demo.png", "pooling_photo.png", "explained_shiba_inu.png", "explained_samoyed.png",
+                           "accuracy_curves.png"])
     for name in made:
         decodes(tmp_path / "out" / name)
 
