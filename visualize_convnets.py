@@ -137,7 +137,7 @@ def check_memory(image_size, batch_size, n_images, available=None):
 def prepare_data(classes, image_size, test_fraction, data_dir):
     """The tutorial's data cells through imFunctions, each stage skipped when already done."""
     for filename in ("annotations.tar.gz", "images.tar.gz"):
-        if not os.path.exists(imf.extraction_marker(filename, data_dir)):
+        if not imf.is_extracted(filename, data_dir):
             imf.downloadImages(filename, imf.expected_size(filename), data_dir=data_dir)
             imf.maybeExtract(filename, data_dir=data_dir)
     imf.sortImages(test_fraction, data_dir=data_dir)

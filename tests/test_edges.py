@@ -1,0 +1,110 @@
+"""Issue 24's faults at the edges, as each happens to a user, and a relative of each that the issue did not name:
+an archive damaged mid-body, readers racing a live run's saves, streams that break or never worked, the
+notebook's errors, a GIF's last frame, published ports, the precision a CPU computes in."""
+import os
+import shutil
+import tarfile
+
+import mirror
+import pytest
+from conftest import run_script, training_args
+
+import imFunctions as imf
+
+HANG_GUARD_S = 300  # a process that would wait forever is killed after this; it is no measure of speed
+
+
+def only_line(text):
+    assert text.count("\n") == 1 and text.endswith("\n"), text
+    return text[:-1]
+
+
+# --------------------------------------------------------------------------- 1. archives read whole before they count
+
+def damaged(archive, how):
+    """The archive's bytes changed as ``how`` says: one byte flipped mid-body, or the 8-byte gzip trailer cut."""
+    data = bytearray(archive.read_bytes())
+    if how == "mid-body":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        del data[-8:]
+    return bytes(data)
+
+
+@pytest.fixture
+def serving_damaged(archives, tmp_path, monkeypatch):
+    """A live mirror whose images.tar.gz is damaged as asked; yields a function that damages it, and the server."""
+    served = tmp_path / "served"
+    shutil.copytree(archives.directory, served)
+    with mirror.MirrorServer(served) as server:
+        monkeypatch.setenv("OXFORD_PETS_URL", server.url)
+
+        def damage(how):
+            (served / "images.tar.gz").write_bytes(damaged(archives.directory / "images.tar.gz", how))
+            return server
+        yield damage
+
+
+def training(data_dir, out_dir, *extra):
+    args = training_args(data_dir, out_dir, image_size=16, epochs=1, skip_demos=True)
+    return run_script("visualize_convnets.py", [*args, *extra], cwd=out_dir, timeout=HANG_GUARD_S)
+
+
+def test_an_archive_damaged_mid_body_is_refused_in_one_line_and_nothing_is_marked_extracted(serving_damaged, archives,
+                                                                                            tmp_path):
+    server = serving_damaged("mid-body")
+    data_dir = tmp_path / "data"
+
+    refused = training(data_dir, tmp_path, "--classes", "samoyed", "beagle")
+    left = sorted(os.listdir(data_dir))
+    shutil.copy(archives.directory / "images.tar.gz", tmp_path / "served" / "images.tar.gz")  # the mirror mended
+    rerun = training(data_dir, tmp_path, "--classes", "samoyed", "beagle")
+
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    error = refused.stderr.splitlines()[-1]  # after the downloads' progress lines
+    assert error.startswith(f"visualize_convnets.py: error: images.tar.gz from {server.url}/images.tar.gz is a "
+                            f"damaged gzip archive (")
+    assert error.endswith("); removed it, and a rerun fetches it again")
+    assert ".images.tar.gz.extracted" not in left and "images.tar.gz" not in left
+    assert rerun.returncode == 0, rerun.stderr
+    with tarfile.open(archives.directory / "images.tar.gz") as whole:
+        assert sorted(os.listdir(data_dir / "images")) == sorted(
+            os.path.basename(member.name) for member in whole.getmembers() if member.isfile())
+
+
+def test_an_archive_without_its_gzip_trailer_is_refused_though_every_member_reads(serving_damaged, tmp_path):
+    server = serving_damaged("trailer")
+
+    with pytest.raises(imf.DataError) as error:
+        imf.downloadImages("images.tar.gz", None, data_dir=tmp_path / "data", progress=False)
+
+    assert str(error.value).startswith(f"images.tar.gz from {server.url}/images.tar.gz is a damaged gzip archive (")
+    assert os.listdir(tmp_path / "data") == []
+
+
+def test_a_data_folder_marked_after_a_partial_extraction_recovers_on_its_next_run(pets_server, archives, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    # What the earlier code left: the damaged archive in place, the members before the damage extracted, and the
+    # marker it wrote for them.
+    (data_dir / "images.tar.gz").write_bytes(damaged(archives.directory / "images.tar.gz", "mid-body"))
+    with tarfile.open(archives.directory / "images.tar.gz") as whole:
+        members = whole.getmembers()
+        whole.extractall(data_dir, members=members[:len(members) // 2], filter="data")
+    (data_dir / ".images.tar.gz.extracted").write_text(f"{len(members) // 2} members\n")
+
+    run = training(data_dir, tmp_path, "--classes", "samoyed", "beagle")
+
+    assert run.returncode == 0, run.stderr
+    assert (data_dir / "images.tar.gz").read_bytes() == (archives.directory / "images.tar.gz").read_bytes()
+    assert len(os.listdir(data_dir / "images")) == sum(member.isfile() for member in members)
+
+
+def test_extracting_an_archive_damaged_mid_body_marks_nothing_and_sets_it_aside(archives, tmp_path):
+    (tmp_path / "images.tar.gz").write_bytes(damaged(archives.directory / "images.tar.gz", "mid-body"))
+
+    with pytest.raises(imf.DataError) as error:
+        imf.maybeExtract("images.tar.gz", data_dir=tmp_path)
+
+    assert "CRC check failed" in str(error.value) and str(error.value).endswith("and the next run fetches it again")
+    assert not imf.is_extracted("images.tar.gz", tmp_path) and (tmp_path / "images.tar.gz.broken").exists()
