@@ -67,15 +67,14 @@ def load_snapshots(checkpoint_dir, every):
 
 def newest_params(checkpoint_dir):
     """``(step, params)`` of the newest full checkpoint that reads, else of the newest snapshot that reads."""
-    for candidates, what in ((run_folder.find_checkpoints(checkpoint_dir), "checkpoint"),
-                             (run_folder.find_snapshots(checkpoint_dir)[::-1], "snapshot")):
-        for step, prefix in candidates:
-            params = read_conv_params(prefix)
-            if params is not None:
-                if what == "snapshot":
-                    print(f"No readable full checkpoint: feature maps from the snapshot of step {step}",
-                          file=sys.stderr)
-                return step, params
+    found = run_folder.newest_readable(checkpoint_dir, read_conv_params)  # a live run may be pruning them
+    if found:
+        return found[0], found[2]
+    for step, prefix in run_folder.find_snapshots(checkpoint_dir)[::-1]:
+        params = read_conv_params(prefix)
+        if params is not None:
+            print(f"No readable full checkpoint: feature maps from the snapshot of step {step}", file=sys.stderr)
+            return step, params
     raise no_snapshots(checkpoint_dir, "readable ")
 
 

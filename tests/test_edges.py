@@ -6,10 +6,17 @@ import shutil
 import tarfile
 
 import mirror
+import numpy as np
 import pytest
 from conftest import run_script, training_args
+from helpers import checkpoint_tensor
 
+import classifier
+import filter_gif as fg
+import feature_maps
 import imFunctions as imf
+import predict
+import run_folder
 
 HANG_GUARD_S = 300  # a process that would wait forever is killed after this; it is no measure of speed
 
@@ -108,3 +115,56 @@ def test_extracting_an_archive_damaged_mid_body_marks_nothing_and_sets_it_aside(
 
     assert "CRC check failed" in str(error.value) and str(error.value).endswith("and the next run fetches it again")
     assert not imf.is_extracted("images.tar.gz", tmp_path) and (tmp_path / "images.tar.gz.broken").exists()
+
+
+# --------------------------------------------------------------------------- 2. readers racing a live run's saves
+
+@pytest.fixture
+def racing_folder(short_run, tmp_path, monkeypatch):
+    """A copy of a run's checkpoint folder that a live run (--keep-checkpoints 1) saves into between a reader's
+    listing and its reading: the newest checkpoint it listed is pruned, a newer one there instead. The save is
+    made at that moment by the listing itself, the first time it is taken, so the race is the same every time.
+    Yields the folder and the newer checkpoint's prefix."""
+    folder, pending = tmp_path / "checkpoints", tmp_path / "pending"
+    shutil.copytree(short_run.checkpoint_dir, folder)
+    pending.mkdir()
+    (older, listed), (newest, saved) = sorted(run_folder.find_checkpoints(folder))[-2:]
+    for name in os.listdir(folder):
+        if name.startswith(os.path.basename(saved) + "."):
+            os.rename(folder / name, pending / name)
+    list_files = run_folder.find_checkpoints
+
+    def listing_while_the_run_saves(checkpoint_dir):
+        found = list_files(checkpoint_dir)
+        if os.listdir(pending):
+            for name in os.listdir(pending):
+                os.rename(pending / name, folder / name)
+            run_folder.remove_checkpoint(listed)
+        return found
+
+    monkeypatch.setattr(run_folder, "find_checkpoints", listing_while_the_run_saves)
+    yield folder, saved
+
+
+def test_predict_whose_newest_checkpoint_is_pruned_before_it_reads_it_restores_the_one_saved_instead(
+        racing_folder, prepared_data_dir, capsys):
+    folder, saved = racing_folder
+    image = next((prepared_data_dir / "test" / "samoyed").iterdir())
+
+    status = predict.main(["--checkpoint-dir", str(folder), str(image)])
+
+    out, err = capsys.readouterr()
+    assert status == 0 and err == ""
+    assert only_line(out).startswith(f"{image}\t")
+    assert classifier.Classifier(folder).checkpoint == saved  # the listing's race is over: it reads the newest
+
+
+def test_filter_gifs_feature_maps_whose_newest_checkpoint_is_pruned_before_they_read_it_use_the_one_saved_instead(
+        racing_folder, capsys):
+    folder, saved = racing_folder
+
+    step, params = feature_maps.newest_params(folder)  # what filter_gif --image draws its per-layer PNGs from
+
+    assert capsys.readouterr().err == ""  # not "No readable full checkpoint: ... from the snapshot"
+    assert step == int(saved.rsplit("-", 1)[1])
+    assert np.array_equal(params["conv2_2"][0], checkpoint_tensor(saved)("conv2_2/weights2_2"))
