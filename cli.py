@@ -2,7 +2,8 @@
 
 A failure we foresaw is one line in argparse's form (``prog: error: ...``): exit status 2
 for bad input (UsageError), 1 for a failure on the way (Failure: a download, a full disk,
-an unreadable checkpoint), 128 + the signal's number for a stop by SIGTERM or Ctrl-C.
+an unreadable checkpoint), 128 + the signal's number for a stop by SIGTERM, Ctrl-C or a
+closed terminal (SIGHUP), and 141 (128 + SIGPIPE) for an output stream that broke mid-run.
 """
 import argparse
 import contextlib
@@ -125,19 +126,23 @@ def stop_at_once(number, frame):
     raise Stopped(number)
 
 
+# What stops a run: docker stop, Ctrl-C, and the terminal closing (whose default would end the process unsaved).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def stop_on_signals():
-    """SIGTERM and SIGINT end the process at once, as Stopped. (As PID 1 in a container, python would
+    """The stop signals end the process at once, as Stopped. (As PID 1 in a container, python would
     otherwise ignore docker stop's SIGTERM.)"""
-    for number in (signal.SIGTERM, signal.SIGINT):
+    for number in STOP_SIGNALS:
         signal.signal(number, stop_at_once)
 
 
 class Interrupted:
-    """Turns SIGTERM and SIGINT into a flag that a loop checks when it can stop cleanly."""
+    """Turns the stop signals into a flag that a loop checks when it can stop cleanly."""
 
     def __init__(self):
         self.signal = None
-        for number in (signal.SIGTERM, signal.SIGINT):
+        for number in STOP_SIGNALS:
             signal.signal(number, self.catch)
 
     def catch(self, number, frame):
@@ -149,9 +154,70 @@ def signal_handlers_restored():
     """SIGTERM's and SIGINT's handlers as they were before the block, whatever it set. In a notebook, main()
     runs in a kernel that lives on: after the run, the kernel's Interrupt must raise KeyboardInterrupt again
     rather than be taken for a stop (Stopped, or Interrupted's flag that no loop checks any more)."""
-    saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    saved = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     try:
         yield
     finally:
         for number, handler in saved.items():
             signal.signal(number, handler)
+
+
+def take_as_a_stop(number):
+    """A stop that came other than as a signal, taken as SIGTERM would be taken now (at once, or by the loop
+    at its next step, which saves a checkpoint first), with ``number`` for its exit status. Outside a script's
+    main, where nothing takes stops, nothing happens."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if callable(handler):
+        handler(number, None)
+
+
+# --------------------------------------------------------------------------- output streams
+
+class LosableStream:
+    """A script's stdout or stderr, which may go away under it: a pipe whose reader left (``| head -3``), a log on
+    a full disk (``>/dev/full``), a closed descriptor. Nothing is left to print a line on, so a stream that breaks
+    after lines got through is a stop, taken as SIGTERM is (training saves a checkpoint), with SIGPIPE's number:
+    exit status 141. One that never took a line loses its lines, not the run. Either way its descriptor is then
+    pointed at /dev/null: what is still buffered, and TensorFlow's native writes, go nowhere instead of failing."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.pending = self.delivered = self.lost = False
+
+    def write(self, text):
+        if not self.lost:
+            try:
+                self.stream.write(text)
+                self.pending = self.pending or bool(text)
+                if self.stream.line_buffering and "\n" in text:
+                    self.delivered = True
+            except OSError:
+                self.lose()
+        return len(text)
+
+    def flush(self):
+        if not self.lost:
+            try:
+                self.stream.flush()
+                self.delivered = self.delivered or self.pending
+            except OSError:
+                self.lose()
+
+    def lose(self):
+        self.lost = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())
+        os.close(devnull)
+        if self.delivered:
+            take_as_a_stop(signal.SIGPIPE)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def guard_streams():
+    """stdout and stderr as LosableStreams: called by each script as it starts (not in a notebook's kernel)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, LosableStream):  # None: started with it closed
+            setattr(sys, name, LosableStream(stream))

@@ -201,4 +201,5 @@ def make_outputs(args):
 
 
 if __name__ == "__main__":
+    cli.guard_streams()
     sys.exit(main())

@@ -135,4 +135,5 @@ def predict(args):
 if __name__ == "__main__":
     # A file name that is not UTF-8 is printed as the bytes it is, as ls prints it, not a UnicodeEncodeError.
     sys.stdout.reconfigure(errors="surrogateescape")
+    cli.guard_streams()
     sys.exit(main())

@@ -372,7 +372,7 @@ def saving(what, folder, needed_bytes):
     with tf_start.native_stderr_held_back(replaced_by=cli.Failure) as held, \
             _saver_failure_as_one_line(what, folder, needed_bytes):
         yield
-    os.write(2, held[0])  # what a save that worked logged is passed on
+    tf_start.pass_on(held[0])  # what a save that worked logged
 
 
 @contextlib.contextmanager

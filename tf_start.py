@@ -37,13 +37,21 @@ def native_stderr_held_back(replaced_by=()):
             os.dup2(saved, 2)
             if not isinstance(error, replaced_by):
                 held.seek(0)
-                os.write(2, held.read())
+                pass_on(held.read())
             raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
             held_bytes.append(held.read())
+
+
+def pass_on(native_bytes):
+    """What native code wrote to stderr while it was held back, written out now through sys.stderr: a stderr
+    that is gone then loses it as it loses any line (cli.LosableStream), rather than failing the run."""
+    if native_bytes:
+        sys.stderr.write(native_bytes.decode(errors="replace"))
+        sys.stderr.flush()
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -148,7 +156,7 @@ def gpus():
     with native_stderr_held_back() as held:
         found = tf.config.list_physical_devices("GPU")
     if not found and glob.glob("/dev/nvidia[0-9]*"):
-        os.write(2, held[0])
+        pass_on(held[0])
     return found
 
 

@@ -614,4 +614,5 @@ def run_the_tutorial(args, folder):
 
 
 if __name__ == "__main__":
+    cli.guard_streams()
     sys.exit(main())

@@ -3,12 +3,15 @@ an archive damaged mid-body, readers racing a live run's saves, streams that bre
 notebook's errors, a GIF's last frame, published ports, the precision a CPU computes in."""
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
 
 import mirror
 import numpy as np
 import pytest
-from conftest import run_script, training_args
+from conftest import REPO, run_script, training_args
 from helpers import checkpoint_tensor
 
 import classifier
@@ -168,3 +171,54 @@ def test_filter_gifs_feature_maps_whose_newest_checkpoint_is_pruned_before_they_
     assert capsys.readouterr().err == ""  # not "No readable full checkpoint: ... from the snapshot"
     assert step == int(saved.rsplit("-", 1)[1])
     assert np.array_equal(params["conv2_2"][0], checkpoint_tensor(saved)("conv2_2/weights2_2"))
+
+
+# --------------------------------------------------------------------------- 3, 4. output streams that break or never worked
+
+def training_command(data_dir, out_dir, epochs):
+    return [sys.executable, os.path.join(REPO, "visualize_convnets.py"),
+            *map(str, training_args(data_dir, out_dir, image_size=16, epochs=epochs, skip_demos=True,
+                                    checkpoint_every=None))]
+
+
+def saved_steps(out_dir):
+    return [step for step, _ in run_folder.find_checkpoints(out_dir / "checkpoints")]
+
+
+def test_a_pipe_closed_mid_run_stops_it_as_sigterm_does_with_a_checkpoint_and_status_141(prepared_data_dir, tmp_path):
+    # python visualize_convnets.py ... 2>&1 | head -3: the reader leaves after three lines, mid-run.
+    process = subprocess.Popen(training_command(prepared_data_dir, tmp_path, epochs=100000), cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    head = [process.stdout.readline() for _ in range(3)]
+    process.stdout.close()
+
+    assert process.wait(timeout=HANG_GUARD_S) == 128 + signal.SIGPIPE, head
+    assert len(saved_steps(tmp_path)) == 1 and saved_steps(tmp_path)[0] > 0
+
+
+def test_a_closed_terminal_stops_the_run_as_sigterm_does_with_a_checkpoint_and_status_129(prepared_data_dir, tmp_path):
+    process = subprocess.Popen(training_command(prepared_data_dir, tmp_path, epochs=100000), cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in process.stdout:
+        if line.startswith("Epoch number 1"):
+            process.send_signal(signal.SIGHUP)  # what the terminal sends as it closes
+            break
+    out = process.stdout.read()
+
+    assert process.wait(timeout=HANG_GUARD_S) == 128 + signal.SIGHUP, process.stderr.read()
+    step = saved_steps(tmp_path)[0]
+    assert f"Stopping on SIGHUP at global step {step}" in out
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_a_full_device_as_output_loses_its_lines_not_the_run(stream, prepared_data_dir, tmp_path):
+    with open("/dev/full", "w") as full:
+        other = subprocess.PIPE
+        finished = subprocess.run(training_command(prepared_data_dir, tmp_path, epochs=2), cwd=tmp_path, text=True,
+                                  stdin=subprocess.DEVNULL, timeout=HANG_GUARD_S,
+                                  **{stream: full, "stderr" if stream == "stdout" else "stdout": other})
+
+    assert finished.returncode == 0, finished.stderr or finished.stdout
+    assert "Traceback" not in (finished.stderr or "") + (finished.stdout or "")
+    assert saved_steps(tmp_path) == [2 * 6]  # 44 training images at batch 8: 6 steps an epoch
