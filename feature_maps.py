@@ -44,7 +44,8 @@ def no_snapshots(checkpoint_dir, readable=""):
 
 
 def load_snapshots(checkpoint_dir, every):
-    """Every ``every``-th readable snapshot as ``[(step, params)]``; unreadable ones are skipped."""
+    """Every ``every``-th readable snapshot as ``[(step, params)]``, and the last one always: a GIF ends where
+    training has got to, whatever --every skips. Unreadable ones are skipped."""
     if not os.path.isdir(checkpoint_dir):
         raise cli.UsageError(f"no checkpoint folder {checkpoint_dir}" + (
             ": it is a file" if os.path.exists(checkpoint_dir) else " (a typo? --checkpoint-dir names it)"))
@@ -52,7 +53,10 @@ def load_snapshots(checkpoint_dir, every):
     if not found:
         raise no_snapshots(checkpoint_dir)
     snapshots, skipped = [], []
-    for step, prefix in found[::every]:
+    picked = found[::every]
+    if picked[-1] != found[-1]:
+        picked.append(found[-1])
+    for step, prefix in picked:
         params = read_conv_params(prefix)
         if params is None:
             skipped.append(os.path.basename(prefix))

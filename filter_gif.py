@@ -60,7 +60,7 @@ def build_parser():
     parser.add_argument("--layers", nargs="+", default=["conv1_1", "conv1_2", "conv2_2"],
                         help="conv layers whose filters to animate")
     parser.add_argument("--fps", type=float, default=10.0, help="frames per second")
-    parser.add_argument("--every", type=int, default=1, help="use every K-th snapshot")
+    parser.add_argument("--every", type=int, default=1, help="use every K-th snapshot, and the last")
     parser.add_argument("--scale", type=int, default=12, help="pixels per kernel weight (nearest neighbour)")
     parser.add_argument("--input-channel", type=int, default=None,
                         help="show this input channel of deeper layers' kernels instead of their mean")

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import tarfile
 
+import imageio.v3 as iio
 import mirror
 import numpy as np
 import pytest
 from conftest import REPO, run_script, training_args
-from helpers import checkpoint_tensor
+from helpers import HEADER, checkpoint_tensor, title_strip
 
 import classifier
 import filter_gif as fg
@@ -222,3 +223,40 @@ def test_a_full_device_as_output_loses_its_lines_not_the_run(stream, prepared_da
     assert finished.returncode == 0, finished.stderr or finished.stdout
     assert "Traceback" not in (finished.stderr or "") + (finished.stdout or "")
     assert saved_steps(tmp_path) == [2 * 6]  # 44 training images at batch 8: 6 steps an epoch
+
+
+# --------------------------------------------------------------------------- 8. the last snapshot closes every GIF
+
+def last_frame_is_titled(path, text, rather_than):
+    """Whether a GIF's last frame carries the title ``text``, not ``rather_than``: no pixel of the one off by
+    more than the palette's rounding, some of the other's."""
+    title = iio.imread(path, index=None, mode="RGB").astype(int)[-1, :HEADER]
+
+    def pixels_off(text):
+        return (np.abs(title - title_strip(title.shape[1], text)).max(axis=2) > 60).sum()
+    return pixels_off(text) == 0 < pixels_off(rather_than)
+
+
+def test_filter_gif_every_n_still_ends_its_gif_at_the_last_snapshot(short_run, tmp_path, capsys):
+    steps = [step for step, _ in run_folder.find_snapshots(short_run.checkpoint_dir)]  # 0, 2, ..., 18
+    assert (len(steps) - 1) % 4  # --every 4 alone would stop before the last
+
+    status = fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path), "--layers", "conv1_1",
+                      "--every", "4"])
+
+    assert status == 0
+    assert capsys.readouterr().out.endswith(f"{len(steps[::4]) + 1} snapshots, steps 0 to {steps[-1]}: wrote "
+                                            f"{tmp_path / 'conv1_1.gif'}, {tmp_path / 'conv1_1.png'}\n")
+    assert last_frame_is_titled(tmp_path / "conv1_1.gif", f"conv1_1  step {steps[-1]}", f"conv1_1  step {steps[::4][-1]}")
+
+
+def test_an_images_feature_gif_with_every_n_ends_at_the_last_snapshot(short_run, prepared_data_dir, tmp_path):
+    image = next((prepared_data_dir / "test" / "samoyed").iterdir())
+    steps = [step for step, _ in run_folder.find_snapshots(short_run.checkpoint_dir)]
+
+    status = fg.main(["--checkpoint-dir", str(short_run.checkpoint_dir), "--out", str(tmp_path), "--layers", "conv1_1",
+                      "--image", str(image), "--every", "4"])
+
+    assert status == 0
+    assert last_frame_is_titled(tmp_path / f"{image.stem}_conv2_2.gif", f"conv2_2  step {steps[-1]}",
+                                f"conv2_2  step {steps[::4][-1]}")
