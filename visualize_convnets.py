@@ -305,7 +305,7 @@ def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None, precision=
         loss, accuracy = loss_and_accuracy(model["logits"], model["Y"], model["Y_"])
         global_step = v1.train.get_or_create_global_step()
         train_step, loss_scale = optimiser(loss, learning_rate, global_step,
-                                           loss_scaling=precision == tf_start.MIXED_FLOAT16)
+                                           loss_scaling=precision in tf_start.LOSS_SCALED)
         filter1_1 = conv_variable(graph, "conv1_1", "weights1_1")
         summaries, test_summaries = build_summaries(loss, accuracy, filter1_1)
     return dict(model, graph=graph, loss=loss, accuracy=accuracy, global_step=global_step, train_step=train_step,
@@ -607,8 +607,8 @@ def run_the_tutorial(args, folder):
     print(f"Training on {len(dataset.train_x)} images, testing on {len(dataset.test_x)}: "
           f"{', '.join(dataset.classLabels)} at {args.image_size}px, seed {run['seed']}", flush=True)
     precision = tf_start.choose_precision(args.mixed_precision)
-    if precision != tf_start.FLOAT32:
-        print(f"Computing in {precision}: 16-bit matmuls and convolutions, float32 weights", flush=True)
+    if tf_start.precision_line(precision):
+        print(tf_start.precision_line(precision), flush=True)
     model = build_graph(args.image_size, dataset.classes, args.learning_rate, run["seed"], precision)
     return train(args, dataset, model, run, folder)
 

@@ -1,6 +1,7 @@
 """Issue 24's faults at the edges, as each happens to a user, and a relative of each that the issue did not name:
 an archive damaged mid-body, readers racing a live run's saves, streams that break or never worked, the
 notebook's errors, a GIF's last frame, published ports, the precision a CPU computes in."""
+import json
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ import mirror
 import numpy as np
 import pytest
 from conftest import REPO, run_script, training_args
-from helpers import HEADER, checkpoint_tensor, title_strip
+from helpers import HEADER, checkpoint_tensor, hardware_precision, title_strip
 
 import classifier
 import filter_gif as fg
@@ -21,6 +22,7 @@ import feature_maps
 import imFunctions as imf
 import predict
 import run_folder
+import tf_start
 
 HANG_GUARD_S = 300  # a process that would wait forever is killed after this; it is no measure of speed
 
@@ -260,3 +262,38 @@ def test_an_images_feature_gif_with_every_n_ends_at_the_last_snapshot(short_run,
     assert status == 0
     assert last_frame_is_titled(tmp_path / f"{image.stem}_conv2_2.gif", f"conv2_2  step {steps[-1]}",
                                 f"conv2_2  step {steps[::4][-1]}")
+
+
+# --------------------------------------------------------------------------- 10. what a run says it computes in
+
+@pytest.mark.skipif(hardware_precision() == "mixed_float16", reason="a GPU with tensor cores computes in float16")
+def test_float16_asked_for_without_tensor_cores_is_said_and_recorded_as_the_float32_it_computes_in(prepared_data_dir,
+                                                                                                   tmp_path):
+    run = run_script("visualize_convnets.py", training_args(prepared_data_dir, tmp_path, image_size=16, epochs=1,
+                                                            skip_demos=True, mixed_precision="float16"),
+                     cwd=tmp_path, timeout=HANG_GUARD_S)
+
+    assert run.returncode == 0, run.stderr
+    assert "mixed_float16" not in run.stdout
+    assert "Computing in float32 with float16's loss scaling (float32_loss_scaled)" in run.stdout
+    with open(tmp_path / "checkpoints" / "run.json") as handle:
+        assert json.load(handle)["segments"] == [{"from_step": 0, "precision": "float32_loss_scaled"}]
+    newest = run_folder.find_checkpoints(tmp_path / "checkpoints")[0][1]
+    assert checkpoint_tensor(newest)("train/current_loss_scale") > 1  # the loss scaling did run
+
+
+@pytest.mark.skipif(hardware_precision() == "mixed_float16", reason="a GPU with tensor cores computes in float16")
+def test_the_benchmark_reports_the_float32_that_float16_computes_in_without_tensor_cores(tmp_path):
+    result = run_script("bench/benchmark.py", ["--image-size", "16", "--batch-size", "2", "--repeats", "1",
+                                               "--steps", "1", "--loop-steps", "2", "--loop-repeats", "1",
+                                               "--matmul-size", "64", "--mixed-precision", "float16",
+                                               "--loss-steps", "1"], cwd=tmp_path, timeout=HANG_GUARD_S)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["mixed_precision"] == "float32_loss_scaled"
+
+
+@pytest.mark.skipif(hardware_precision() == "mixed_bfloat16", reason="this CPU computes in bfloat16")
+def test_bfloat16_asked_for_without_bfloat16_units_is_said_and_recorded_as_float32(capsys):
+    assert tf_start.choose_precision("bfloat16") == "float32"
+    assert capsys.readouterr().err.endswith("TensorFlow leaves the graph in float32 here\n")
