@@ -156,6 +156,8 @@ def _fetch_with_retries(url, part_path, expected_bytes, retries, timeouts, bar, 
                 raise DataError(f"cannot download {filename} from {url}: cannot resolve its host ({reason}); "
                                 f"{_mirror_hint()}")
         except (_Stalled, OSError, http.client.HTTPException) as error:
+            if isinstance(error, OSError) and error.filename is not None:  # a file here, not the network
+                raise _local_failure(part_path, error, expected_bytes or 0) from None
             reason = _one_line(error) or type(error).__name__
         if attempt < retries:
             if bar:
@@ -234,10 +236,7 @@ def _copy_body(response, part_path, have, total, timeouts, bar):
                 part.write(chunk)
                 part.flush()
             except OSError as error:
-                if is_disk_full(error):
-                    raise disk_full(os.path.dirname(part_path) or ".", (total or on_disk + len(chunk)) - on_disk,
-                                    _archive_name(part_path)) from None
-                raise
+                raise _local_failure(part_path, error, (total or on_disk + len(chunk)) - on_disk) from None
             on_disk += len(chunk)
             if bar:
                 bar.update(len(chunk))
@@ -246,6 +245,17 @@ def _copy_body(response, part_path, have, total, timeouts, bar):
                 if window_bytes < STALL_BYTES:
                     raise _Stalled(f"{window_bytes} bytes in {stall_timeout:g} s")
                 window_start, window_bytes = time.monotonic(), 0
+
+
+def _local_failure(part_path, error, needed_bytes):
+    """The one line for an error of this machine's disk or folder while fetching into ``part_path`` (an OSError
+    naming a file, or a failed write): no server can mend it, so it is never retried, nor blamed on the mirror
+    (a read-only or full --data-dir)."""
+    folder = os.path.dirname(part_path) or "."
+    if is_disk_full(error):
+        return disk_full(folder, needed_bytes, _archive_name(part_path))
+    return DataError(f"cannot write {_archive_name(part_path)} into {folder}: "
+                     f"{(error.strerror or type(error).__name__).lower()}")
 
 
 def _start_over(part_path, bar, why):

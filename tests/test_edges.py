@@ -14,7 +14,7 @@ import mirror
 import numpy as np
 import pytest
 from conftest import REPO, run_script, training_args
-from helpers import HEADER, checkpoint_tensor, hardware_precision, title_strip
+from helpers import HEADER, as_an_ordinary_user, checkpoint_tensor, hardware_precision, title_strip, unreadable
 
 import classifier
 import filter_gif as fg
@@ -297,3 +297,31 @@ def test_the_benchmark_reports_the_float32_that_float16_computes_in_without_tens
 def test_bfloat16_asked_for_without_bfloat16_units_is_said_and_recorded_as_float32(capsys):
     assert tf_start.choose_precision("bfloat16") == "float32"
     assert capsys.readouterr().err.endswith("TensorFlow leaves the graph in float32 here\n")
+
+
+# --------------------------------------------------------------------------- 5. a local error is no network error
+
+def test_a_read_only_data_folder_is_one_line_naming_it_never_retried_as_the_mirrors_fault(pets_server, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with unreadable(data_dir):
+        data_dir.chmod(0o555)  # readable, not writable
+        script = ("import sys, imFunctions as imf\n"
+                  "imf.downloadImages('annotations.tar.gz', None, data_dir=sys.argv[1], progress=False)\n")
+        result = subprocess.run([*as_an_ordinary_user(), sys.executable, "-c", script, str(data_dir)], cwd=REPO,
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=HANG_GUARD_S)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (f"imFunctions.DataError: cannot write annotations.tar.gz into {data_dir}: "
+                                              f"permission denied")
+    assert [request for request, _ in pets_server.requests] == ["annotations.tar.gz"]  # asked once, never again
+
+
+def test_a_folder_in_the_way_of_the_partial_download_is_one_line_never_retried(pets_server, tmp_path):
+    (tmp_path / "annotations.tar.gz.part").mkdir()  # in the way: no file can be written at its name
+
+    with pytest.raises(imf.DataError) as error:
+        imf.downloadImages("annotations.tar.gz", None, data_dir=tmp_path, progress=False, retries=2)
+
+    assert str(error.value) == f"cannot write annotations.tar.gz into {tmp_path}: is a directory"
+    assert len(pets_server.requests) == 1
