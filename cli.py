@@ -7,6 +7,7 @@ closed terminal (SIGHUP), and 141 (128 + SIGPIPE) for an output stream that brok
 """
 import argparse
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -16,17 +17,85 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-class UsageError(Exception):
+class OneLine(Exception):
+    """An error whose message says it all: raised into a notebook's cell (by imFunctions' own calls, say), IPython
+    shows the one line instead of a traceback."""
+
+    def _render_traceback_(self):
+        return [f"{type(self).__name__}: {' '.join(str(self).split())}"]
+
+
+class UsageError(OneLine):
     """Bad input from the command line: one line, exit status 2."""
 
 
-class Failure(Exception):
+class Failure(OneLine):
     """A failure we foresaw, worded for the person running the script: one line, exit status 1."""
 
 
 class OneLineParser(argparse.ArgumentParser):
+    def __init__(self, *args, prog=None, **kwargs):
+        # Named after the script that builds it, not sys.argv[0]: in a notebook that is ipykernel_launcher.py.
+        prog = prog or os.path.basename(sys._getframe(1).f_globals.get("__file__") or sys.argv[0])
+        super().__init__(*args, prog=prog, **kwargs)
+
     def error(self, message):
+        if in_a_kernel():
+            raise CellEnded(f"{self.prog}: error: {message}", EXIT_USAGE)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# --------------------------------------------------------------------------- in a notebook
+
+def in_a_kernel():
+    """Whether this runs in an IPython kernel (a notebook's), where an exit status means nothing and a SystemExit
+    is a traceback and IPython's warning."""
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and getattr(ipython, "get_ipython", lambda: None)() is not None
+
+
+class CellEnded(Exception):
+    """In a notebook, what a script's last line and exit status become: IPython shows what _render_traceback_
+    gives instead of a traceback, so the cell ends with the one line, and Run All stops there as at any error."""
+
+    def __init__(self, line, status):
+        super().__init__(line)
+        self.line, self.status = line, status
+
+    def _render_traceback_(self):
+        return [self.line]
+
+
+_PROGRAM = []  # the running script's name, as its parser has it
+_LAST_LINE = []  # in a kernel, the one line a script would have printed last, for CellEnded
+
+
+def program():
+    return _PROGRAM[-1] if _PROGRAM else os.path.basename(sys.argv[0])
+
+
+def last_line(line):
+    """A script's last line: printed, or in a kernel held for the cell's end (entry_point)."""
+    if in_a_kernel():
+        _LAST_LINE[:] = [line]
+    else:
+        print(line, file=sys.stderr)
+
+
+def entry_point(main):
+    """A script's ``main(argv)``: in a notebook, a non-zero exit status ends the cell in its one line (CellEnded),
+    never a SystemExit; in a script, the status is returned."""
+    @functools.wraps(main)
+    def run(argv=None):
+        _LAST_LINE.clear()
+        status = main(argv)
+        if status and in_a_kernel():
+            if _LAST_LINE:
+                raise CellEnded(_LAST_LINE.pop(), status)
+            stop = f"stopped by {signal.Signals(status - 128).name}, " if status > 128 else ""
+            raise CellEnded(f"{program()}: {stop}exit status {status}", status)
+        return status
+    return run
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -38,6 +107,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def parse_checked(parser, validate_args, argv=None):
     """Parse, then validate: a UsageError becomes argparse's one-line error and exit status 2."""
+    _PROGRAM[:] = [parser.prog]
     args = parser.parse_args(argv)
     try:
         validate_args(args)
@@ -92,7 +162,7 @@ def os_failure(error):
 def print_error(error):
     """The one line a user sees for a failure we foresaw, in argparse's form."""
     message = " ".join(str(error).split())
-    print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
+    last_line(f"{program()}: error: {message}")
 
 
 def report(error):
@@ -118,7 +188,7 @@ class Stopped(Exception):
 
 def report_stop(stop, doing=""):
     """The one line for a stop by a signal (what was being written is already removed); returns 128 + its number."""
-    print(f"{os.path.basename(sys.argv[0])}: stopped by {stop.name}{doing}", file=sys.stderr)
+    last_line(f"{program()}: stopped by {stop.name}{doing}")
     return stop.exit_status
 
 

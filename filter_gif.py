@@ -159,6 +159,7 @@ def filter_gifs(snapshots, layers, scale, input_channel, per_frame_norm, fps, ou
     return written
 
 
+@cli.entry_point
 def main(argv=None):
     args = parse_args(argv)
     with cli.signal_handlers_restored():  # called from a notebook, the kernel keeps its own

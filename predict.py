@@ -107,6 +107,7 @@ def classify(classifier, paths, batch_size, as_json):
     return failed
 
 
+@cli.entry_point
 def main(argv=None):
     args = cli.parse_checked(build_parser(), validate, argv)
     with cli.signal_handlers_restored():  # called from a notebook, the kernel keeps its own

@@ -181,3 +181,9 @@ def describe_devices():
     if found:
         return f"Training on {len(found)} GPU(s): {', '.join(gpu.name for gpu in found)}"
     return "No GPU visible to TensorFlow: training on the CPU"
+
+
+# TensorFlow's CUDA probe runs at its first session or device query, and logs cuInit's failure on every machine
+# without a GPU: a notebook's first cell that makes a Session, a script of the user's own, showed it. The probe is
+# made here, as the project's modules are imported, where gpus() holds its log back.
+gpus()

@@ -561,6 +561,7 @@ def evaluate(session, model, images, labels, batch_size):
 
 # --------------------------------------------------------------------------- running the tutorial
 
+@cli.entry_point
 def main(argv=None):
     args = parse_args(argv)
     with cli.signal_handlers_restored():  # called from a notebook, the kernel keeps its own

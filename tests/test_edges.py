@@ -1,6 +1,7 @@
 """Issue 24's faults at the edges, as each happens to a user, and a relative of each that the issue did not name:
 an archive damaged mid-body, readers racing a live run's saves, streams that break or never worked, the
 notebook's errors, a GIF's last frame, published ports, the precision a CPU computes in."""
+import glob
 import json
 import os
 import shutil
@@ -325,3 +326,72 @@ def test_a_folder_in_the_way_of_the_partial_download_is_one_line_never_retried(p
 
     assert str(error.value) == f"cannot write annotations.tar.gz into {tmp_path}: is a directory"
     assert len(pets_server.requests) == 1
+
+
+# --------------------------------------------------------------------------- 6, 7. the notebook's errors and logs
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    """A real IPython kernel (nbclient, ipykernel) that runs one cell at a time; yields ``run(source)``, which gives
+    the executed cell and whether it stopped the notebook (nbclient's CellExecutionError, as Run All stops)."""
+    nbformat = pytest.importorskip("nbformat", reason="Jupyter runs notebooks: pip install -r requirements-notebook.txt")
+    nbclient = pytest.importorskip("nbclient", reason="Jupyter runs notebooks: pip install -r requirements-notebook.txt")
+    work = tmp_path_factory.mktemp("kernel")
+    notebook = nbformat.v4.new_notebook()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", REPO)
+        client = nbclient.NotebookClient(notebook, timeout=HANG_GUARD_S, kernel_name="python3",
+                                         resources={"metadata": {"path": work}})
+        with client.setup_kernel():
+            def run(source):
+                notebook.cells.append(nbformat.v4.new_code_cell(source))
+                try:
+                    client.execute_cell(notebook.cells[-1], len(notebook.cells) - 1)
+                except nbclient.exceptions.CellExecutionError:
+                    return notebook.cells[-1], True
+                return notebook.cells[-1], False
+            yield run
+
+
+def shown(cell):
+    """Everything a cell shows: what it printed, and its error's traceback lines."""
+    return "".join(output.get("text", "") for output in cell.outputs) + "\n".join(
+        line for output in cell.outputs if output["output_type"] == "error" for line in output["traceback"])
+
+
+def test_a_usage_error_in_the_notebooks_training_cell_ends_it_in_one_line_and_stops_run_all(kernel, tmp_path):
+    cell, stopped = kernel(f"import visualize_convnets as vc\nvc.main(['--epochs', '0', '--data-dir', '{tmp_path}'])")
+
+    assert stopped
+    assert shown(cell) == "visualize_convnets.py: error: --epochs must be at least 1, got 0"
+
+
+def test_a_stopped_runs_exit_status_ends_the_cell_in_one_line_and_stops_run_all(kernel):
+    # What an interrupted run's main returns (130: Kernel > Interrupt), through the entry point every main has.
+    cell, stopped = kernel("import cli\ncli._PROGRAM[:] = ['visualize_convnets.py']\n"
+                           "cli.entry_point(lambda argv: 130)()")
+
+    assert stopped
+    assert shown(cell) == "visualize_convnets.py: stopped by SIGINT, exit status 130"
+
+
+def test_a_failure_the_data_layer_raises_into_a_cell_is_its_one_line(kernel, pets_server, tmp_path):
+    (tmp_path / "annotations.tar.gz.part").mkdir()  # a local error (fault 5's read-only folder, as root can meet it)
+    cell, stopped = kernel(f"import os, imFunctions as imf\nos.environ['OXFORD_PETS_URL'] = '{pets_server.url}'\n"
+                           f"imf.downloadImages('annotations.tar.gz', None, data_dir='{tmp_path}', progress=False)")
+
+    assert stopped and "Traceback" not in shown(cell)
+    assert shown(cell).splitlines()[-1] == f"DataError: cannot write annotations.tar.gz into {tmp_path}: is a directory"
+
+
+def test_a_session_made_after_the_projects_modules_are_imported_shows_no_cuda_probe_log_without_a_gpu(tmp_path):
+    # As the notebook's convolution demo makes one, or a script of one's own. (Inside a kernel, ipykernel forwards
+    # what native code writes to fd 2 when it gets round to it, so a cell's outputs cannot show it reliably.)
+    if glob.glob("/dev/nvidia[0-9]*"):
+        pytest.skip("an NVIDIA device is here: the probe's log is shown when TensorFlow then finds no GPU")
+    script = ("import tf_start, tensorflow as tf\n"
+              "with tf.Graph().as_default():\n    print(tf.compat.v1.Session().run(tf.constant(7)))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=HANG_GUARD_S)
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "7\n", "")
