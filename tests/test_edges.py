@@ -120,7 +120,8 @@ def test_extracting_an_archive_damaged_mid_body_marks_nothing_and_sets_it_aside(
     with pytest.raises(imf.DataError) as error:
         imf.maybeExtract("images.tar.gz", data_dir=tmp_path)
 
-    assert "CRC check failed" in str(error.value) and str(error.value).endswith("and the next run fetches it again")
+    assert "incorrect data check" in str(error.value)  # zlib's word for a CRC that does not match
+    assert str(error.value).endswith("and the next run fetches it again")
     assert not imf.is_extracted("images.tar.gz", tmp_path) and (tmp_path / "images.tar.gz.broken").exists()
 
 
