@@ -75,7 +75,8 @@ USER ${USER_UID}:${USER_GID}
 VOLUME ["/workspace/data", "/workspace/logs", "/workspace/checkpoints", "/workspace/gifs", "/workspace/figures"]
 # TensorBoard: docker run --init ... tensorboard --logdir /workspace/logs --bind_all
 EXPOSE 6006
-# Jupyter (docker run --init -p 8888:8888 -p 6007:6007 ... jupyter lab ..., README: The notebook), and the notebook's
+# Jupyter (docker run --init -p 127.0.0.1:8888:8888 -p 127.0.0.1:6007:6007 ... jupyter lab ..., README: The notebook), and
+# the notebook's
 # own %tensorboard, which these flags put on all the container's interfaces at 6007, beside 6006.
 ENV NOTEBOOK_TENSORBOARD_FLAGS="--bind_all --port 6007"
 EXPOSE 8888 6007

@@ -2,10 +2,12 @@
 
 A failure we foresaw is one line in argparse's form (``prog: error: ...``): exit status 2
 for bad input (UsageError), 1 for a failure on the way (Failure: a download, a full disk,
-an unreadable checkpoint), 128 + the signal's number for a stop by SIGTERM or Ctrl-C.
+an unreadable checkpoint), 128 + the signal's number for a stop by SIGTERM, Ctrl-C or a
+closed terminal (SIGHUP), and 141 (128 + SIGPIPE) for an output stream that broke mid-run.
 """
 import argparse
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -15,17 +17,85 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-class UsageError(Exception):
+class OneLine(Exception):
+    """An error whose message says it all: raised into a notebook's cell (by imFunctions' own calls, say), IPython
+    shows the one line instead of a traceback."""
+
+    def _render_traceback_(self):
+        return [f"{type(self).__name__}: {' '.join(str(self).split())}"]
+
+
+class UsageError(OneLine):
     """Bad input from the command line: one line, exit status 2."""
 
 
-class Failure(Exception):
+class Failure(OneLine):
     """A failure we foresaw, worded for the person running the script: one line, exit status 1."""
 
 
 class OneLineParser(argparse.ArgumentParser):
+    def __init__(self, *args, prog=None, **kwargs):
+        # Named after the script that builds it, not sys.argv[0]: in a notebook that is ipykernel_launcher.py.
+        prog = prog or os.path.basename(sys._getframe(1).f_globals.get("__file__") or sys.argv[0])
+        super().__init__(*args, prog=prog, **kwargs)
+
     def error(self, message):
+        if in_a_kernel():
+            raise CellEnded(f"{self.prog}: error: {message}", EXIT_USAGE)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# --------------------------------------------------------------------------- in a notebook
+
+def in_a_kernel():
+    """Whether this runs in an IPython kernel (a notebook's), where an exit status means nothing and a SystemExit
+    is a traceback and IPython's warning."""
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and getattr(ipython, "get_ipython", lambda: None)() is not None
+
+
+class CellEnded(Exception):
+    """In a notebook, what a script's last line and exit status become: IPython shows what _render_traceback_
+    gives instead of a traceback, so the cell ends with the one line, and Run All stops there as at any error."""
+
+    def __init__(self, line, status):
+        super().__init__(line)
+        self.line, self.status = line, status
+
+    def _render_traceback_(self):
+        return [self.line]
+
+
+_PROGRAM = []  # the running script's name, as its parser has it
+_LAST_LINE = []  # in a kernel, the one line a script would have printed last, for CellEnded
+
+
+def program():
+    return _PROGRAM[-1] if _PROGRAM else os.path.basename(sys.argv[0])
+
+
+def last_line(line):
+    """A script's last line: printed, or in a kernel held for the cell's end (entry_point)."""
+    if in_a_kernel():
+        _LAST_LINE[:] = [line]
+    else:
+        print(line, file=sys.stderr)
+
+
+def entry_point(main):
+    """A script's ``main(argv)``: in a notebook, a non-zero exit status ends the cell in its one line (CellEnded),
+    never a SystemExit; in a script, the status is returned."""
+    @functools.wraps(main)
+    def run(argv=None):
+        _LAST_LINE.clear()
+        status = main(argv)
+        if status and in_a_kernel():
+            if _LAST_LINE:
+                raise CellEnded(_LAST_LINE.pop(), status)
+            stop = f"stopped by {signal.Signals(status - 128).name}, " if status > 128 else ""
+            raise CellEnded(f"{program()}: {stop}exit status {status}", status)
+        return status
+    return run
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -37,6 +107,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def parse_checked(parser, validate_args, argv=None):
     """Parse, then validate: a UsageError becomes argparse's one-line error and exit status 2."""
+    _PROGRAM[:] = [parser.prog]
     args = parser.parse_args(argv)
     try:
         validate_args(args)
@@ -91,7 +162,7 @@ def os_failure(error):
 def print_error(error):
     """The one line a user sees for a failure we foresaw, in argparse's form."""
     message = " ".join(str(error).split())
-    print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
+    last_line(f"{program()}: error: {message}")
 
 
 def report(error):
@@ -117,27 +188,45 @@ class Stopped(Exception):
 
 def report_stop(stop, doing=""):
     """The one line for a stop by a signal (what was being written is already removed); returns 128 + its number."""
-    print(f"{os.path.basename(sys.argv[0])}: stopped by {stop.name}{doing}", file=sys.stderr)
+    last_line(f"{program()}: stopped by {stop.name}{doing}")
     return stop.exit_status
+
+
+def said_in_one_line(job, doing=""):
+    """``(job()'s result, None)``, or ``(None, exit status)`` once its stop or foreseen failure is said in one
+    line: a signal (``doing`` says what became of the file being written), bad input, a failure, or an OSError
+    naming a path."""
+    try:
+        return job(), None
+    except Stopped as stop:
+        return None, report_stop(stop, doing)
+    except (UsageError, Failure) as error:
+        return None, report(error)
+    except OSError as error:
+        return None, report(os_failure(error))
 
 
 def stop_at_once(number, frame):
     raise Stopped(number)
 
 
+# What stops a run: docker stop, Ctrl-C, and the terminal closing (whose default would end the process unsaved).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def stop_on_signals():
-    """SIGTERM and SIGINT end the process at once, as Stopped. (As PID 1 in a container, python would
+    """The stop signals end the process at once, as Stopped. (As PID 1 in a container, python would
     otherwise ignore docker stop's SIGTERM.)"""
-    for number in (signal.SIGTERM, signal.SIGINT):
+    for number in STOP_SIGNALS:
         signal.signal(number, stop_at_once)
 
 
 class Interrupted:
-    """Turns SIGTERM and SIGINT into a flag that a loop checks when it can stop cleanly."""
+    """Turns the stop signals into a flag that a loop checks when it can stop cleanly."""
 
     def __init__(self):
         self.signal = None
-        for number in (signal.SIGTERM, signal.SIGINT):
+        for number in STOP_SIGNALS:
             signal.signal(number, self.catch)
 
     def catch(self, number, frame):
@@ -149,9 +238,70 @@ def signal_handlers_restored():
     """SIGTERM's and SIGINT's handlers as they were before the block, whatever it set. In a notebook, main()
     runs in a kernel that lives on: after the run, the kernel's Interrupt must raise KeyboardInterrupt again
     rather than be taken for a stop (Stopped, or Interrupted's flag that no loop checks any more)."""
-    saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    saved = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     try:
         yield
     finally:
         for number, handler in saved.items():
             signal.signal(number, handler)
+
+
+def take_as_a_stop(number):
+    """A stop that came other than as a signal, taken as SIGTERM would be taken now (at once, or by the loop
+    at its next step, which saves a checkpoint first), with ``number`` for its exit status. Outside a script's
+    main, where nothing takes stops, nothing happens."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if callable(handler):
+        handler(number, None)
+
+
+# --------------------------------------------------------------------------- output streams
+
+class LosableStream:
+    """A script's stdout or stderr, which may go away under it: a pipe whose reader left (``| head -3``), a log on
+    a full disk (``>/dev/full``), a closed descriptor. Nothing is left to print a line on, so a stream that breaks
+    after lines got through is a stop, taken as SIGTERM is (training saves a checkpoint), with SIGPIPE's number:
+    exit status 141. One that never took a line loses its lines, not the run. Either way its descriptor is then
+    pointed at /dev/null: what is still buffered, and TensorFlow's native writes, go nowhere instead of failing."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.pending = self.delivered = self.lost = False
+
+    def write(self, text):
+        if not self.lost:
+            try:
+                self.stream.write(text)
+                self.pending = self.pending or bool(text)
+                if self.stream.line_buffering and "\n" in text:
+                    self.delivered = True
+            except OSError:
+                self.lose()
+        return len(text)
+
+    def flush(self):
+        if not self.lost:
+            try:
+                self.stream.flush()
+                self.delivered = self.delivered or self.pending
+            except OSError:
+                self.lose()
+
+    def lose(self):
+        self.lost = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())
+        os.close(devnull)
+        if self.delivered:
+            take_as_a_stop(signal.SIGPIPE)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def guard_streams():
+    """stdout and stderr as LosableStreams: called by each script as it starts (not in a notebook's kernel)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, LosableStream):  # None: started with it closed
+            setattr(sys, name, LosableStream(stream))

@@ -38,23 +38,26 @@ def validate(args):
     resources.check_writable(os.path.dirname(args.out) or ".")
 
 
+@cli.entry_point
 def main(argv=None):
     args = cli.parse_checked(build_parser(), validate, argv)
     with cli.signal_handlers_restored():  # called from a notebook, the kernel keeps its own
         cli.stop_on_signals()
-        try:
-            runs = curves.run_folders(args.logdirs)
-            path = curves.draw({name: curves.read_curves(logdir) for name, logdir in runs.items()}, args.out,
-                               args.smoothing)
-        except cli.Stopped as stop:
-            return cli.report_stop(stop, "; the file being written was removed")
-        except (cli.UsageError, cli.Failure) as error:
-            return cli.report(error)
-        except OSError as error:
-            return cli.report(cli.os_failure(error))
-    print(f"Wrote {path}: {', '.join(runs)}")
+        runs, failed = cli.said_in_one_line(lambda: compare(args.logdirs, args.out, args.smoothing),
+                                            "; the file being written was removed")
+    if failed:
+        return failed
+    print(f"Wrote {args.out}: {', '.join(runs)}")
     return 0
 
 
+def compare(logdirs, out, smoothing):
+    """Draw the runs of ``logdirs`` into ``out``; returns their names."""
+    runs = curves.run_folders(logdirs)
+    curves.draw({name: curves.read_curves(logdir) for name, logdir in runs.items()}, out, smoothing)
+    return runs
+
+
 if __name__ == "__main__":
+    cli.guard_streams()
     sys.exit(main())

@@ -52,6 +52,13 @@ def find_snapshots(checkpoint_dir):
     return found
 
 
+def every_kth(found, every):
+    """Every ``every``-th of the snapshots found, and the last one always: a GIF ends where training has got to,
+    whatever --every skips."""
+    picked = found[::every]
+    return picked if picked[-1] == found[-1] else picked + [found[-1]]
+
+
 def read_snapshots(checkpoint_dir, found, network):
     """``[(step, params)]`` of the ``found`` snapshots that read; unreadable ones are skipped with a warning."""
     snapshots, skipped = [], []
@@ -70,15 +77,15 @@ def read_snapshots(checkpoint_dir, found, network):
 
 def newest_params(checkpoint_dir, network):
     """``(step, params)`` of the newest full checkpoint that reads, else of the newest snapshot that reads."""
-    for candidates, what in ((run_folder.find_checkpoints(checkpoint_dir), "checkpoint"),
-                             (run_folder.find_snapshots(checkpoint_dir)[::-1], "snapshot")):
-        for step, prefix in candidates:
-            params = read_conv_params(prefix, network)
-            if params is not None:
-                if what == "snapshot":
-                    print(f"No readable full checkpoint: feature maps from the snapshot of step {step}",
-                          file=sys.stderr)
-                return step, params
+    # A live run may be pruning its checkpoints while they are read.
+    found = run_folder.newest_readable(checkpoint_dir, lambda prefix: read_conv_params(prefix, network))
+    if found:
+        return found[0], found[2]
+    for step, prefix in run_folder.find_snapshots(checkpoint_dir)[::-1]:
+        params = read_conv_params(prefix, network)
+        if params is not None:
+            print(f"No readable full checkpoint: feature maps from the snapshot of step {step}", file=sys.stderr)
+            return step, params
     raise no_snapshots(checkpoint_dir, "readable ")
 
 

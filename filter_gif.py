@@ -60,7 +60,7 @@ def build_parser():
                         help="conv layers whose filters to animate (default: the network's filter view, the "
                              "tutorial's conv1_1 conv1_2 conv2_2)")
     parser.add_argument("--fps", type=float, default=10.0, help="frames per second")
-    parser.add_argument("--every", type=int, default=1, help="use every K-th snapshot")
+    parser.add_argument("--every", type=int, default=1, help="use every K-th snapshot, and the last")
     parser.add_argument("--scale", type=int, default=12, help="pixels per kernel weight (nearest neighbour)")
     parser.add_argument("--input-channel", type=int, default=None,
                         help="show this input channel of deeper layers' kernels instead of their mean")
@@ -168,19 +168,16 @@ def filter_gifs(snapshots, network, layers, scale, input_channel, per_frame_norm
     return written
 
 
+@cli.entry_point
 def main(argv=None):
     args = parse_args(argv)
     with cli.signal_handlers_restored():  # called from a notebook, the kernel keeps its own
         cli.stop_on_signals()
         tf_start.gpus()  # TensorFlow's CUDA probe, before any session, so its log shows only when it failed
-        try:
-            snapshots, written = make_outputs(args)
-        except cli.Stopped as stop:
-            return cli.report_stop(stop, "; the file being written was removed")
-        except (cli.UsageError, cli.Failure) as error:
-            return cli.report(error)
-        except OSError as error:
-            return cli.report(cli.os_failure(error))
+        made, failed = cli.said_in_one_line(lambda: make_outputs(args), "; the file being written was removed")
+    if failed:
+        return failed
+    snapshots, written = made
     if len(snapshots) == 1:
         print(f"1 snapshot so far, step {snapshots[0][0]}: one-frame GIFs; wrote {', '.join(written)}")
     else:
@@ -193,7 +190,7 @@ def make_outputs(args):
     found = feature_maps.find_snapshots(args.checkpoint_dir)
     network, run, mean_image = load_network(args.checkpoint_dir, needs_run=bool(args.image or args.feature_vis))
     check_layers(args, network)
-    snapshots = feature_maps.read_snapshots(args.checkpoint_dir, found[::args.every], network)
+    snapshots = feature_maps.read_snapshots(args.checkpoint_dir, feature_maps.every_kth(found, args.every), network)
     if args.image:
         image = feature_maps.prepare_image(args.image, run["image_size"], mean_image, network)
     with files.writing_into(args.out):  # what killed runs left in --out is swept first
@@ -224,4 +221,5 @@ def load_network(checkpoint_dir, needs_run):
 
 
 if __name__ == "__main__":
+    cli.guard_streams()
     sys.exit(main())

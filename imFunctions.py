@@ -21,6 +21,7 @@ import collections
 import concurrent.futures
 import contextlib
 import fcntl
+import gzip
 import hashlib
 import http.client
 import os
@@ -44,7 +45,7 @@ from PIL import Image, UnidentifiedImageError
 import cli
 import files
 from files import (DiskFull, disk_full, is_disk_full, is_temporary_name, read_json, remove, sweep_temporaries,
-                   temporary_name, try_lock, write_bytes_atomically, write_json_atomically)
+                   temporary_name, try_lock, write_json_atomically)
 from progress import Progress
 
 DATA_DIR = "data"
@@ -109,7 +110,8 @@ def downloadImages(filename, expected_bytes=None, data_dir=DATA_DIR, md5=None,
     os.makedirs(data_dir, exist_ok=True)
     final_path = os.path.join(data_dir, filename)
     if os.path.isfile(final_path) and expected_bytes in (None, os.path.getsize(final_path)):
-        problem = archive_problem(final_path)
+        # Until it is extracted, the archive in place is read whole: a body damaged mid-way has good headers.
+        problem = archive_problem(final_path, whole=not is_extracted(filename, data_dir))
         if problem is None:
             return final_path
         print(f"Warning: {final_path} is {problem}: {set_aside(final_path)}; fetching it again", file=sys.stderr)
@@ -154,6 +156,8 @@ def _fetch_with_retries(url, part_path, expected_bytes, retries, timeouts, bar, 
                 raise DataError(f"cannot download {filename} from {url}: cannot resolve its host ({reason}); "
                                 f"{_mirror_hint()}")
         except (_Stalled, OSError, http.client.HTTPException) as error:
+            if isinstance(error, OSError) and error.filename is not None:  # a file here, not the network
+                raise _local_failure(part_path, error, expected_bytes or 0) from None
             reason = _one_line(error) or type(error).__name__
         if attempt < retries:
             if bar:
@@ -232,10 +236,7 @@ def _copy_body(response, part_path, have, total, timeouts, bar):
                 part.write(chunk)
                 part.flush()
             except OSError as error:
-                if is_disk_full(error):
-                    raise disk_full(os.path.dirname(part_path) or ".", (total or on_disk + len(chunk)) - on_disk,
-                                    _archive_name(part_path)) from None
-                raise
+                raise _local_failure(part_path, error, (total or on_disk + len(chunk)) - on_disk) from None
             on_disk += len(chunk)
             if bar:
                 bar.update(len(chunk))
@@ -244,6 +245,17 @@ def _copy_body(response, part_path, have, total, timeouts, bar):
                 if window_bytes < STALL_BYTES:
                     raise _Stalled(f"{window_bytes} bytes in {stall_timeout:g} s")
                 window_start, window_bytes = time.monotonic(), 0
+
+
+def _local_failure(part_path, error, needed_bytes):
+    """The one line for an error of this machine's disk or folder while fetching into ``part_path`` (an OSError
+    naming a file, or a failed write): no server can mend it, so it is never retried, nor blamed on the mirror
+    (a read-only or full --data-dir)."""
+    folder = os.path.dirname(part_path) or "."
+    if is_disk_full(error):
+        return disk_full(folder, needed_bytes, _archive_name(part_path))
+    return DataError(f"cannot write {_archive_name(part_path)} into {folder}: "
+                     f"{(error.strerror or type(error).__name__).lower()}")
 
 
 def _start_over(part_path, bar, why):
@@ -300,7 +312,7 @@ def _verify(part_path, filename, url, expected_bytes, md5, strict_md5):
         remove(part_path)
         raise DataError(f"{filename} from {url} has {size} of {expected_bytes} bytes; removed it, and a rerun "
                         f"fetches it again")
-    problem = archive_problem(part_path, filename)
+    problem = archive_problem(part_path, filename, whole=True)
     if problem is not None:
         remove(part_path)
         raise DataError(f"{filename} from {url} is {problem}; removed it, and a rerun fetches it again")
@@ -320,9 +332,11 @@ def _verify(part_path, filename, url, expected_bytes, md5, strict_md5):
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
 
-def archive_problem(path, name=None):
-    """Why ``path`` is not the gzip-compressed tar its name (``name``, else its own) promises, or None. Only the
-    headers are read (a gzip header, then the first tar header inside it): a damaged body shows at extraction."""
+def archive_problem(path, name=None, whole=False):
+    """Why ``path`` is not the gzip-compressed tar its name (``name``, else its own) promises, or None. The
+    headers are read (a gzip header, then the first tar header inside it), and with ``whole`` the gzip stream
+    to its end, where gzip checks its CRC and length: a byte changed mid-body passes the headers, and tarfile
+    may take the garbage it decompresses to for the archive's end."""
     if not (name or os.path.basename(path)).endswith(ARCHIVE_SUFFIXES):
         return None
     with open(path, "rb") as handle:
@@ -334,7 +348,41 @@ def archive_problem(path, name=None):
             archive.next()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         return f"not a tar archive inside its gzip ({_one_line(error)})"
+    if whole:
+        try:
+            read_gzip_whole(path)
+        except DAMAGED_GZIP as error:
+            return f"a damaged gzip archive ({_one_line(error)})"
     return None
+
+
+# What a gzip stream whose body or trailer does not check out raises: a bad CRC or length, or deflate data that
+# does not decode (zlib.error), a stream cut short (EOFError), gzip's own reader's BadGzipFile (an OSError).
+DAMAGED_GZIP = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def read_gzip_whole(path):
+    """Decompress ``path`` to its end, output dropped: zlib checks each gzip member's CRC and length. Zeros after
+    the last member (a mirror's padding to the official size, which gzip readers skip) are allowed; gzip's own
+    reader skips them one byte a call, minutes for the 790 MB a padded mirror serves, so zlib reads here."""
+    decompressor, pending = zlib.decompressobj(wbits=31), b""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = pending or handle.read(CHUNK_BYTES)
+            if not chunk:
+                break
+            pending = b""
+            if decompressor.eof:  # between members: padding, or the next member's header
+                chunk = chunk.lstrip(b"\0")
+                if not chunk:
+                    continue
+                decompressor = zlib.decompressobj(wbits=31)
+            decompressor.decompress(chunk, CHUNK_BYTES)  # a bounded output: zeros decompress a thousandfold
+            while decompressor.unconsumed_tail:
+                decompressor.decompress(decompressor.unconsumed_tail, CHUNK_BYTES)
+            pending = decompressor.unused_data
+    if not decompressor.eof:
+        raise EOFError("the gzip stream ends before its end marker")
 
 
 def _what_was_sent(start, size):
@@ -410,8 +458,19 @@ def extraction_marker(filename, data_dir=DATA_DIR):
     return os.path.join(data_dir, f".{filename}.extracted")
 
 
+def is_extracted(filename, data_dir=DATA_DIR):
+    """Whether ``filename`` was wholly extracted: its marker says every member was, and the gzip stream read to
+    its end. A marker of the plain "N members" form was written before that was checked, after extractions that
+    a damaged archive had cut short without an error: it is trusted no more, and the archive extracted again."""
+    marker = read_json(extraction_marker(filename, data_dir))
+    return isinstance(marker, dict) and marker.get("read_to_the_end") is True
+
+
 def maybeExtract(filename, data_dir=DATA_DIR):
     """Extract ``data_dir/<filename>`` into ``data_dir`` once; later calls do nothing.
+
+    The whole gzip stream is read, its CRC and length checked, before anything is
+    extracted; a damaged archive is set aside, and nothing is marked done.
 
     The real archives hold only regular files and folders, so every member is checked
     before anything is written, and an archive with a link, a device, a pipe, an
@@ -419,13 +478,14 @@ def maybeExtract(filename, data_dir=DATA_DIR):
     Python has tarfile's extraction filters (3.11.4 and later; the official TensorFlow
     image's 3.11.0rc1 has none). Where they exist, the ``data`` filter applies as well.
     """
-    marker = extraction_marker(filename, data_dir)
-    if os.path.exists(marker):
+    if is_extracted(filename, data_dir):
         return
     archive_path = os.path.join(data_dir, filename)
     destination = os.path.realpath(data_dir)
     has_filters = hasattr(tarfile, "data_filter")
     try:
+        if filename.endswith(ARCHIVE_SUFFIXES):  # tarfile may take garbage mid-body for the archive's end
+            read_gzip_whole(archive_path)
         with tarfile.open(archive_path) as archive:
             members = archive.getmembers()
             for member in members:
@@ -436,7 +496,7 @@ def maybeExtract(filename, data_dir=DATA_DIR):
             archive.extractall(destination, members=members, **({"filter": "data"} if has_filters else {}))
     except FileNotFoundError as error:
         raise DataError(f"cannot extract {archive_path}: {_one_line(error)}")
-    except (tarfile.TarError, EOFError, zlib.error) as error:
+    except (tarfile.TarError, *DAMAGED_GZIP) as error:
         # A damaged archive in place would fail every later run the same way: it goes, and the next run fetches it.
         raise DataError(f"cannot extract {archive_path} ({_one_line(error)}): {set_aside(archive_path)}, and the next "
                         f"run fetches it again")
@@ -444,7 +504,8 @@ def maybeExtract(filename, data_dir=DATA_DIR):
         if is_disk_full(error):
             raise disk_full(data_dir, sum(member.size for member in members), f"the contents of {filename}") from None
         raise
-    write_bytes_atomically(marker, f"{len(members)} members\n".encode())
+    write_json_atomically(extraction_marker(filename, data_dir),
+                          {"members": len(members), "archive_bytes": _size(archive_path), "read_to_the_end": True})
 
 
 def _unsafe_member(member, destination):
@@ -578,7 +639,7 @@ def images_by_breed(data_dir=DATA_DIR):
     sortImages links files leaves ``train/`` half made, and sortImages redoes it.
     """
     images_dir = os.path.join(data_dir, "images")
-    if not (os.path.exists(extraction_marker("images.tar.gz", data_dir)) and os.path.isdir(images_dir)):
+    if not (is_extracted("images.tar.gz", data_dir) and os.path.isdir(images_dir)):
         return None
     return collections.Counter(breed for breed in map(breed_of, os.listdir(images_dir)) if breed)
 

@@ -166,6 +166,7 @@ class Explanations:
         explain.explanation_png(self.explainer, picture, self.methods, os.path.join(self.out, name), self.progress)
 
 
+@cli.entry_point
 def main(argv=None):
     args = cli.parse_checked(build_parser(), validate, argv)
     with cli.signal_handlers_restored():  # called from a notebook, the kernel keeps its own
@@ -204,4 +205,5 @@ def predict(args):
 if __name__ == "__main__":
     # A file name that is not UTF-8 is printed as the bytes it is, as ls prints it, not a UnicodeEncodeError.
     sys.stdout.reconfigure(errors="surrogateescape")
+    cli.guard_streams()
     sys.exit(main())

@@ -31,6 +31,7 @@ This module knows nothing of the tutorial's graph: the variables are handed to i
 """
 import collections
 import contextlib
+import glob
 import json
 import os
 import re
@@ -100,6 +101,43 @@ def step_files(folder, name):
 def find_checkpoints(checkpoint_dir):
     """``[(step, prefix)]`` of the full checkpoints on disk, newest first."""
     return step_files(checkpoint_dir, CHECKPOINT_NAME)[::-1]
+
+
+def vanished(prefix):
+    """Whether a checkpoint's files are gone: pruned (--keep-checkpoints) by the run saving into the folder."""
+    return not (os.path.exists(f"{prefix}.index") and glob.glob(f"{glob.escape(prefix)}.data-*"))
+
+
+# How often a reader lists a folder again when the checkpoint it listed was pruned before it could be read. A
+# run prunes only after it has written the newer one, so one relist finds it; a run saving faster than a
+# checkpoint reads could go on replacing them.
+RELISTS = 10
+
+
+def newest_readable(checkpoint_dir, read, checkpoints=None, warn=None):
+    """``(step, prefix, read(prefix))`` of the newest full checkpoint that ``read`` reads (it returns None or
+    raises one of UNREADABLE where it cannot), or None where none does. Every reader of a run's folder comes
+    through here, for the run may be saving into it: a checkpoint that vanished between the listing and the
+    reading was pruned after a newer one was written, and the folder is listed again. ``warn(prefix, why)`` is
+    told of each one that is there but does not read."""
+    checkpoints = find_checkpoints(checkpoint_dir) if checkpoints is None else checkpoints
+    for _ in range(RELISTS):
+        for step, prefix in checkpoints:
+            try:
+                value, why = read(prefix), "unreadable"
+            except UNREADABLE as error:
+                value, why = None, type(error).__name__
+            if value is not None:
+                return step, prefix, value
+            if vanished(prefix):
+                break
+            if warn:
+                warn(prefix, why)
+        else:
+            return None
+        checkpoints = find_checkpoints(checkpoint_dir)
+    raise cli.Failure(f"the checkpoints in {checkpoint_dir} were pruned {RELISTS} times in a row before they could "
+                      f"be read (a run saving there every step?); try again")
 
 
 def snapshot_dir(checkpoint_dir):
@@ -190,19 +228,17 @@ def read_mean_file(checkpoint_dir, image_size):
     return mean_image.astype(np.float32), None
 
 
-def newest_record(checkpoints):
+def newest_record(checkpoint_dir, checkpoints=None):
     """The RunRecord of the newest readable checkpoint that records its run, or None."""
-    for _, prefix in checkpoints:
+    def record(prefix):
         tensors = read_tensors(prefix, [RUN_JSON_VARIABLE, RUN_MEAN_VARIABLE])
         if tensors is None:  # unreadable, or written before checkpoints recorded their run
-            continue
-        try:
-            run = json.loads(tensors[RUN_JSON_VARIABLE].decode())
-        except ValueError:
-            continue
-        if is_run(run):
-            return RunRecord(with_network(run), tensors[RUN_MEAN_VARIABLE], prefix)
-    return None
+            return None
+        run = json.loads(tensors[RUN_JSON_VARIABLE].decode())
+        return RunRecord(with_network(run), tensors[RUN_MEAN_VARIABLE], prefix) if is_run(run) else None
+
+    found = newest_readable(checkpoint_dir, record, checkpoints)
+    return found[2] if found else None
 
 
 def load_run(checkpoint_dir, checkpoints=None):
@@ -211,8 +247,7 @@ def load_run(checkpoint_dir, checkpoints=None):
 
     Raises UsageError, naming the file, when neither can be had.
     """
-    checkpoints = find_checkpoints(checkpoint_dir) if checkpoints is None else checkpoints
-    record = newest_record(checkpoints)
+    record = newest_record(checkpoint_dir, checkpoints)
     run, run_problem = read_run_file(checkpoint_dir)
     if record is not None:
         if run != record.run:
@@ -268,29 +303,35 @@ def restore_latest(session, saver, checkpoint_dir, checkpoints=None, optional=()
     """Restore the newest readable full checkpoint; returns its path, or None if there is none.
 
     Checkpoints are found from their files (the state file is only a hint); an
-    unreadable one falls back to the one before, with a warning. One whose shapes do
-    not fit this graph belongs to another run's settings: a UsageError. Variables named
-    in ``optional`` keep their initial values where a checkpoint lacks them.
+    unreadable one falls back to the one before, with a warning, and one pruned by a run
+    saving into the folder since it was listed makes the folder listed again
+    (newest_readable). One whose shapes do not fit this graph belongs to another run's
+    settings: a UsageError. Variables named in ``optional`` keep their initial values
+    where a checkpoint lacks them.
     """
     checkpoints = find_checkpoints(checkpoint_dir) if checkpoints is None else checkpoints
     # Earlier runs' checkpoints count towards --keep-checkpoints, so they get deleted in turn.
     saver.recover_last_checkpoints([prefix for _, prefix in reversed(checkpoints)])
     graph_variables = {variable.op.name: variable
                        for variable in session.graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)}
-    for _, prefix in checkpoints:
-        try:
-            shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-            check_shapes(prefix, shapes, graph_variables, optional)
-            # Checkpoints of earlier versions lack the run's variables: restore what they have. (In its
-            # graph: outside it a Saver would try to restore eagerly, which TF1 variables cannot.)
-            with session.graph.as_default():
-                v1.train.Saver({name: variable for name, variable in graph_variables.items() if name in shapes},
-                               name="restore").restore(session, prefix)
-            return prefix
-        except UNREADABLE as error:
-            print(f"Warning: checkpoint {prefix} is unreadable ({type(error).__name__}); trying the one before",
-                  file=sys.stderr)
-    if checkpoints:
+
+    def restore(prefix):
+        shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+        check_shapes(prefix, shapes, graph_variables, optional)
+        # Checkpoints of earlier versions lack the run's variables: restore what they have. (In its
+        # graph: outside it a Saver would try to restore eagerly, which TF1 variables cannot.)
+        with session.graph.as_default():
+            v1.train.Saver({name: variable for name, variable in graph_variables.items() if name in shapes},
+                           name="restore").restore(session, prefix)
+        return prefix
+
+    def warn(prefix, why):
+        print(f"Warning: checkpoint {prefix} is unreadable ({why}); trying the one before", file=sys.stderr)
+
+    found = newest_readable(checkpoint_dir, restore, checkpoints, warn)
+    if found:
+        return found[1]
+    if find_checkpoints(checkpoint_dir):  # there, and none reads: not a run's saves going on
         raise cli.Failure(f"no readable checkpoint in {checkpoint_dir}; move it aside to start afresh")
     return None
 
@@ -350,7 +391,7 @@ def saving(what, folder, needed_bytes):
     with tf_start.native_stderr_held_back(replaced_by=cli.Failure) as held, \
             _saver_failure_as_one_line(what, folder, needed_bytes):
         yield
-    os.write(2, held[0])  # what a save that worked logged is passed on
+    tf_start.pass_on(held[0])  # what a save that worked logged
 
 
 @contextlib.contextmanager
@@ -469,7 +510,7 @@ class RunFolder:
         """
         path = os.path.join(self.checkpoint_dir, RUN_FILE)
         from_file, problem = read_run_file(self.checkpoint_dir)
-        record = newest_record(self.checkpoints)
+        record = newest_record(self.checkpoint_dir, self.checkpoints)
         if record and record.run != from_file:
             print(f"Warning: {path} is {problem or 'not what the checkpoints record'}: continuing the run "
                   f"{os.path.basename(record.prefix)} records (seed {record.run['seed']}) and rewriting it",

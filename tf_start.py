@@ -37,13 +37,21 @@ def native_stderr_held_back(replaced_by=()):
             os.dup2(saved, 2)
             if not isinstance(error, replaced_by):
                 held.seek(0)
-                os.write(2, held.read())
+                pass_on(held.read())
             raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
             held_bytes.append(held.read())
+
+
+def pass_on(native_bytes):
+    """What native code wrote to stderr while it was held back, written out now through sys.stderr: a stderr
+    that is gone then loses it as it loses any line (cli.LosableStream), rather than failing the run."""
+    if native_bytes:
+        sys.stderr.write(native_bytes.decode(errors="replace"))
+        sys.stderr.flush()
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -58,6 +66,19 @@ def quiet_python_logs():
 
 
 FLOAT32, MIXED_FLOAT16, MIXED_BFLOAT16 = "float32", "mixed_float16", "mixed_bfloat16"
+# float16 asked for where no GPU has tensor cores: TensorFlow's rewrite leaves the graph in float32, and float16's
+# loss scaling runs around it. Recorded and said as such, never as the mixed_float16 it did not compute in.
+FLOAT32_LOSS_SCALED = "float32_loss_scaled"
+LOSS_SCALED = (MIXED_FLOAT16, FLOAT32_LOSS_SCALED)
+
+
+def precision_line(precision):
+    """The line that says what a run computes in, or None for the tutorial's float32."""
+    if precision == FLOAT32:
+        return None
+    if precision == FLOAT32_LOSS_SCALED:
+        return f"Computing in float32 with float16's loss scaling ({precision}): no GPU with float16 tensor cores here"
+    return f"Computing in {precision}: 16-bit matmuls and convolutions, float32 weights"
 
 
 def session_config(precision=FLOAT32):
@@ -97,8 +118,8 @@ def gpu_has_float16(gpu):
 def choose_precision(requested):
     """The precision a run computes in, for --mixed-precision ``requested`` (None, "auto", "float16" or
     "bfloat16"): auto takes a GPU's float16 tensor cores, else a CPU's bfloat16 units, else float32 with
-    one warning line; a rewrite named where the hardware lacks it is one warning, and TensorFlow then
-    leaves the graph in float32 (float16's loss scaling still runs)."""
+    one warning line; a rewrite named where the hardware lacks it is one warning, and float32, which is
+    what TensorFlow then computes in: FLOAT32_LOSS_SCALED for float16, whose loss scaling still runs."""
     if requested is None:  # the tutorial's float32: nothing to ask the hardware
         return FLOAT32
     found = gpus()
@@ -114,9 +135,11 @@ def choose_precision(requested):
     if requested == "float16" and not float16_ready:
         print("Warning: --mixed-precision float16 needs a GPU with float16 tensor cores: TensorFlow leaves the graph "
               "in float32 here, with the loss scaling", file=sys.stderr)
+        return FLOAT32_LOSS_SCALED
     if requested == "bfloat16" and not bfloat16_ready:
         print("Warning: --mixed-precision bfloat16 needs a CPU with AVX512_BF16 or AMX and no GPU: TensorFlow leaves "
               "the graph in float32 here", file=sys.stderr)
+        return FLOAT32
     return MIXED_FLOAT16 if requested == "float16" else MIXED_BFLOAT16
 
 
@@ -148,7 +171,7 @@ def gpus():
     with native_stderr_held_back() as held:
         found = tf.config.list_physical_devices("GPU")
     if not found and glob.glob("/dev/nvidia[0-9]*"):
-        os.write(2, held[0])
+        pass_on(held[0])
     return found
 
 
@@ -158,3 +181,9 @@ def describe_devices():
     if found:
         return f"Training on {len(found)} GPU(s): {', '.join(gpu.name for gpu in found)}"
     return "No GPU visible to TensorFlow: training on the CPU"
+
+
+# TensorFlow's CUDA probe runs at its first session or device query, and logs cuInit's failure on every machine
+# without a GPU: a notebook's first cell that makes a Session, a script of the user's own, showed it. The probe is
+# made here, as the project's modules are imported, where gpus() holds its log back.
+gpus()

@@ -171,7 +171,7 @@ def check_memory(image_size, batch_size, n_images, network, available=None):
 def prepare_data(classes, image_size, test_fraction, data_dir):
     """The tutorial's data cells through imFunctions, each stage skipped when already done."""
     for filename in ("annotations.tar.gz", "images.tar.gz"):
-        if not os.path.exists(imf.extraction_marker(filename, data_dir)):
+        if not imf.is_extracted(filename, data_dir):
             imf.downloadImages(filename, imf.expected_size(filename), data_dir=data_dir)
             imf.maybeExtract(filename, data_dir=data_dir)
     imf.sortImages(test_fraction, data_dir=data_dir)
@@ -341,7 +341,7 @@ def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None, precision=
         loss, accuracy = loss_and_accuracy(model["logits"], model["Y"], model["Y_"])
         global_step = v1.train.get_or_create_global_step()
         train_step, loss_scale = optimiser(loss, learning_rate, global_step,
-                                           loss_scaling=precision == tf_start.MIXED_FLOAT16)
+                                           loss_scaling=precision in tf_start.LOSS_SCALED)
         filter1_1 = conv_variable(graph, network.first_conv, architecture.variable_names(network.first_conv)[0])
         summaries, test_summaries = build_summaries(loss, accuracy, filter1_1, network.first_conv)
     return dict(model, graph=graph, loss=loss, accuracy=accuracy, global_step=global_step, train_step=train_step,
@@ -615,6 +615,7 @@ def evaluate(session, model, images, labels, batch_size):
 
 # --------------------------------------------------------------------------- running the tutorial
 
+@cli.entry_point
 def main(argv=None):
     args = parse_args(argv)
     with cli.signal_handlers_restored():  # called from a notebook, the kernel keeps its own
@@ -666,8 +667,8 @@ def run_the_tutorial(args, folder):
     print(f"Training on {len(dataset.train_x)} images, testing on {len(dataset.test_x)}: "
           f"{', '.join(dataset.classLabels)} at {args.image_size}px, seed {run['seed']}", flush=True)
     precision = tf_start.choose_precision(args.mixed_precision)
-    if precision != tf_start.FLOAT32:
-        print(f"Computing in {precision}: 16-bit matmuls and convolutions, float32 weights", flush=True)
+    if tf_start.precision_line(precision):
+        print(tf_start.precision_line(precision), flush=True)
     if args.augment:
         print(f"Augmenting the training batches: {', '.join(args.augment)}", flush=True)
     model = build_graph(args.image_size, dataset.classes, args.learning_rate, run["seed"], precision, network,
@@ -676,4 +677,5 @@ def run_the_tutorial(args, folder):
 
 
 if __name__ == "__main__":
+    cli.guard_streams()
     sys.exit(main())

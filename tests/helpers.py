@@ -265,6 +265,20 @@ def lying_server(body, announced):
         server.server_close()
 
 
+# --------------------------------------------------------------------------- hardware
+
+def hardware_precision():
+    """What --mixed-precision alone should pick here, found from the hardware directly: float16 on GPUs with
+    tensor cores, bfloat16 on a CPU whose flags list AVX512_BF16 or AMX, else float32."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability") for gpu in gpus]
+        return "mixed_float16" if all(c and c[0] >= 7 for c in capabilities) else "float32"
+    with open("/proc/cpuinfo") as cpuinfo:
+        flags = set(cpuinfo.read().split())
+    return "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
 # --------------------------------------------------------------------------- notebooks
 
 def inject_parameters(notebook, parameters):

@@ -286,7 +286,36 @@ def test_tensorboard_mounts_logs_read_only():
 
 
 def test_tensorboard_publishes_port_6006():
-    assert "6006:6006" in [str(port) for port in compose()["services"]["tensorboard"]["ports"]]
+    assert "127.0.0.1:6006:6006" in published_ports("tensorboard")
+
+
+def published_ports(service):
+    """A compose service's published ports as compose reads them with no variable set (``${NAME:-default}``)."""
+    return [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(port)) for port in compose()["services"][service].get("ports", [])]
+
+
+def test_compose_publishes_every_port_on_the_hosts_127_0_0_1_by_default():
+    published = [port for service in compose()["services"] for port in published_ports(service)]
+    assert sorted(published) == ["127.0.0.1:6006:6006", "127.0.0.1:6007:6007", "127.0.0.1:8888:8888"]
+
+
+def published_by_docker_run(text):
+    return [port for line in docker_run_lines(text) for port in re.findall(r"(?:-p|--publish)[ =](\S+)", line)]
+
+
+def test_every_docker_run_in_the_readme_publishes_on_the_hosts_127_0_0_1():
+    published = published_by_docker_run((ROOT / "README.md").read_text())
+    assert len(published) >= 3 and all(port.startswith("127.0.0.1:") for port in published), published
+
+
+def test_every_docker_run_the_dockerfile_suggests_publishes_on_the_hosts_127_0_0_1():
+    published = published_by_docker_run((ROOT / "Dockerfile").read_text())
+    assert published and all(port.startswith("127.0.0.1:") for port in published), published
+
+
+def test_the_readme_says_how_to_publish_on_every_interface_on_purpose():
+    readme = (ROOT / "README.md").read_text()
+    assert "PUBLISH_ADDRESS=0.0.0.0 docker compose" in readme and "`-p 6006:6006`" in readme
 
 
 def test_gif_makes_gifs_from_the_checkpoint_volume():
@@ -326,11 +355,11 @@ def test_the_image_installs_jupyter_within_the_scripts_pins_and_copies_the_noteb
     assert any("visualizing_convnets.ipynb" in copy.split()[:-1] for copy in only("COPY"))
 
 
-def test_notebook_serves_jupyterlab_on_port_8888_of_all_interfaces():
+def test_notebook_serves_jupyterlab_on_port_8888_of_all_the_containers_interfaces():
     notebook = compose()["services"]["notebook"]
     assert notebook["command"][:2] == ["jupyter", "lab"]
     assert {"--ip=0.0.0.0", "--port=8888", "--no-browser"} <= set(notebook["command"])
-    assert "8888:8888" in [str(port) for port in notebook["ports"]]
+    assert "127.0.0.1:8888:8888" in published_ports("notebook")  # the host's side: its 127.0.0.1
 
 
 def test_notebook_mounts_the_same_folders_as_train():
@@ -345,5 +374,5 @@ def test_notebook_publishes_the_port_its_inline_tensorboard_listens_on_for_all_i
     flags = env_defaults(dockerfile())["NOTEBOOK_TENSORBOARD_FLAGS"].split()
     port = flags[flags.index("--port") + 1]
     assert "--bind_all" in flags
-    assert f"{port}:{port}" in [str(published) for published in compose()["services"]["notebook"]["ports"]]
-    assert port not in [str(published).split(":")[0] for published in compose()["services"]["tensorboard"]["ports"]]
+    assert f"127.0.0.1:{port}:{port}" in published_ports("notebook")
+    assert port not in [published.split(":")[1] for published in published_ports("tensorboard")]

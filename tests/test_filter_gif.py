@@ -3,7 +3,6 @@ import contextlib
 import io
 import os
 import shutil
-import sys
 
 import imageio.v3 as iio
 import numpy as np
@@ -355,7 +354,7 @@ def test_an_empty_checkpoint_folder_is_one_line_and_exit_2(tmp_path, capsys):
     status = fg.main(["--checkpoint-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
 
     assert status == 2
-    assert capsys.readouterr().err == (f"{os.path.basename(sys.argv[0])}: error: no filter snapshots in "
+    assert capsys.readouterr().err == (f"filter_gif.py: error: no filter snapshots in "
                                        f"{tmp_path / 'empty' / 'snapshots'}: train first (python visualize_convnets.py)\n")
 
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 import run_folder
 import visualize_convnets as vc
 from conftest import run_script, short_training_run
-from helpers import checkpoint_tensor, events
+from helpers import checkpoint_tensor, events, hardware_precision
 
 v1 = tf.compat.v1
 STEPS_PER_EPOCH = 6  # 44 readable training images at batch 8
@@ -31,22 +31,43 @@ def segments(run):
         return json.load(handle)["segments"]
 
 
-def hardware_precision():
-    """What --mixed-precision alone should pick here, found from the hardware directly: float16 on GPUs with
-    tensor cores, bfloat16 on a CPU whose flags list AVX512_BF16 or AMX, else float32."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability") for gpu in gpus]
-        return "mixed_float16" if all(c and c[0] >= 7 for c in capabilities) else "float32"
-    with open("/proc/cpuinfo") as cpuinfo:
-        flags = set(cpuinfo.read().split())
-    return "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
-
-
 def run_at_32_px(data_dir, out_dir, **flags):
-    """Two epochs at 32 px from seed 1, a summary every step."""
+    """Four epochs at 32 px from seed 1, a summary every step."""
     out_dir.mkdir()
-    return short_training_run(data_dir, out_dir, image_size=32, epochs=2, summary_every=1, skip_demos=True, **flags)
+    return short_training_run(data_dir, out_dir, image_size=32, epochs=EPOCHS, summary_every=1, skip_demos=True,
+                              **flags)
+
+
+EPOCHS = 4
+# What 16-bit arithmetic must keep of a float32 run, and what it cannot. On the generated mirror the network
+# learns the batches within a few steps, its logits in the hundreds: a step's loss is the margin of whichever of
+# the batch's 8 images are still wrong, and bfloat16's rounding (8 bits of mantissa, 0.4 %) flips which they are,
+# after which the two runs take different paths to the same end. Per step they part by up to 38 % (156.8
+# against 148.4 at step 3, 8.66 against 13.04 at step 7, seed 1), so no per-step tolerance both holds and
+# means anything. Measured on a 2-core AMD EPYC with AVX512_BF16, seeds 1-7, 4 epochs of 6 steps:
+# - the first step's loss (the same initial weights on the same batch, before any update: rounding alone)
+#   within 0.0-2.4 % of float32's (seed 1: 0.16 %); held to 5 %;
+FIRST_LOSS_RTOL = 0.05
+# - the mean loss of the last epoch (where training ends): 0 in both, on every seed; held to within 2 % of
+#   the first loss. A learning rate a tenth of the right one ends at 26 % of it, a third at 10 %, no update
+#   near 100 %;
+END_SHARE_OF_FIRST = 0.02
+# - the mean loss over the whole run (the learning curve's area): 0.78-1.09 of float32's (seed 1: 1.01); held
+#   to within 40 %. A learning rate ten times the right one overshoots to 7.4 times float32's (then ends at 0
+#   all the same), a tenth stays at 2.5 times.
+CURVE_RTOL = 0.40
+
+
+def assert_training_as_float32_does(mixed, expected):
+    """The loss curves of a 16-bit run and of float32's from the same seed, checked for what 16 bits keep."""
+    steps = list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+    assert list(expected) == steps == list(mixed)
+    first, curve = expected[1], np.mean(list(expected.values()))
+    last_epoch = steps[-STEPS_PER_EPOCH:]
+    assert mixed[1] == pytest.approx(first, rel=FIRST_LOSS_RTOL)
+    assert abs(np.mean([mixed[step] for step in last_epoch]) - np.mean([expected[step] for step in last_epoch])) \
+        <= END_SHARE_OF_FIRST * first
+    assert np.mean(list(mixed.values())) == pytest.approx(curve, rel=CURVE_RTOL)
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +84,29 @@ def float16_run(prepared_data_dir, tmp_path_factory):
 def test_a_float16_run_ends_with_losses_close_to_float32s(float32_run, float16_run):
     expected, mixed = losses(float32_run), losses(float16_run)
 
-    assert list(expected) == list(range(1, 2 * STEPS_PER_EPOCH + 1)) == list(mixed)
-    # 16-bit arithmetic moves a loss by well under 5 %; a loss scale left in the gradients moves it by far more.
-    np.testing.assert_allclose(list(mixed.values()), list(expected.values()), rtol=0.05)
+    if hardware_precision() == "mixed_float16":
+        # float16 keeps 11 bits of mantissa to bfloat16's 8: its rounding is 8 times finer, so what holds for
+        # bfloat16 (measured, above) holds for it. Not run on a GPU yet: none has been lent with TensorFlow.
+        assert_training_as_float32_does(mixed, expected)
+    else:
+        # No tensor cores: the graph stays float32 and only the loss scaling runs. The scale is a power of two,
+        # so scaling and unscaling the gradients is exact and each step's loss is float32's (measured equal to
+        # 2 decimals over 24 steps, seeds 1 and 4); 1e-4 leaves room for the graphs' different op order.
+        assert list(expected) == list(mixed)
+        np.testing.assert_allclose(list(mixed.values()), list(expected.values()), rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.skipif(hardware_precision() != "mixed_bfloat16",
                     reason="no AVX512_BF16 or AMX here: the rewrite leaves the graph in float32, nothing to compare")
-def test_a_bfloat16_run_ends_with_losses_close_to_float32s(float32_run, prepared_data_dir, tmp_path):
+def test_a_bfloat16_run_learns_as_float32_does_though_its_steps_differ(float32_run, prepared_data_dir, tmp_path):
     mixed = losses(run_at_32_px(prepared_data_dir, tmp_path / "bfloat16", mixed_precision="bfloat16"))
 
-    np.testing.assert_allclose(list(mixed.values()), list(losses(float32_run).values()), rtol=0.05)
+    assert_training_as_float32_does(mixed, losses(float32_run))
+
+
+def float16_computes_in():
+    """What --mixed-precision float16 computes in here: float16 on tensor cores, else float32 with its loss scaling."""
+    return "mixed_float16" if hardware_precision() == "mixed_float16" else "float32_loss_scaled"
 
 
 def test_a_run_resumes_across_the_flag_both_ways_and_records_each_segment(prepared_data_dir, tmp_path):
@@ -90,7 +123,7 @@ def test_a_run_resumes_across_the_flag_both_ways_and_records_each_segment(prepar
     assert last.stdout.splitlines()[-1] == f"Training finished: 3 epochs, global step {3 * STEPS_PER_EPOCH}"
     assert scale_after_mixed > 1  # the float16 segment saved its loss scale beside the weights
     assert segments(last) == [{"from_step": 0, "precision": "float32"},
-                              {"from_step": STEPS_PER_EPOCH, "precision": "mixed_float16"},
+                              {"from_step": STEPS_PER_EPOCH, "precision": float16_computes_in()},
                               {"from_step": 2 * STEPS_PER_EPOCH, "precision": "float32"}]
 
 

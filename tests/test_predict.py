@@ -3,7 +3,6 @@ import io
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -158,7 +157,7 @@ def test_a_folder_without_a_checkpoint_is_one_line_and_exit_status_2(short_run, 
     status = predict.main(["--checkpoint-dir", str(folder), "any.jpg"])
 
     assert status == 2
-    assert error_line(capsys) == (f"{os.path.basename(sys.argv[0])}: error: no full checkpoint in {folder}: "
+    assert error_line(capsys) == (f"predict.py: error: no full checkpoint in {folder}: "
                                   f"train first (python visualize_convnets.py)\n")
 
 
@@ -188,7 +187,7 @@ def test_a_missing_or_garbled_run_description_is_one_line_naming_the_file_and_ex
     status = predict.main(["--checkpoint-dir", str(folder), "any.jpg"])
 
     assert status == 2
-    assert error_line(capsys).startswith(f"{os.path.basename(sys.argv[0])}: error: " +
+    assert error_line(capsys).startswith("predict.py: error: " +
                                          message.format(path=folder / name))
 
 

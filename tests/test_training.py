@@ -446,7 +446,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(flags, message, tmp_pat
 
     error = capsys.readouterr().err
     assert exit_status.value.code == 2
-    assert error.count("\n") == 1 and error.startswith(f"{os.path.basename(sys.argv[0])}: error: {message}")
+    assert error.count("\n") == 1 and error.startswith(f"visualize_convnets.py: error: {message}")
     assert os.listdir(tmp_path) == ["a_file"]
 
 
