@@ -13,6 +13,7 @@ import numpy as np
 
 import architecture
 import cli
+import tf_start
 
 PUBLISHED_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 PUBLISHED_BYTES = 58_889_256
@@ -26,6 +27,7 @@ FOREIGN_FILE = (OSError, ValueError, KeyError, TypeError)
 
 def keras_model(weights, name=architecture.VGG16):
     """Keras's own VGG16 without its top, its weights from ``weights`` ("imagenet", a file, or None for random)."""
+    tf_start.gpus()  # TensorFlow's CUDA probe before Keras's first model, so its log shows only where it matters
     import keras  # only a pretrained run pays for Keras's import
     return getattr(keras.applications, KERAS_APPLICATION[name])(weights=weights, include_top=False)
 
