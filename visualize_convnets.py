@@ -84,7 +84,7 @@ def build_parser():
                              "with tensor cores, bfloat16 on a CPU with AVX512_BF16 or AMX, else float32 and a "
                              "warning); a run may resume with or without it")
     parser.add_argument("--augment", nargs="?", const=",".join(augmentation.NAMES), default=None,
-                        metavar="flip,crop,rotate", help=augmentation.HELP)
+                        metavar="flip,crop,rotate", help=augmentation.HELP.replace("%", "%%"))  # argparse's format
     parser.add_argument("--network", default=None, metavar="FILE",
                         help="a JSON description of another network to train (architecture.py says its form; "
                              "default: the resumed run's, else the tutorial's)")

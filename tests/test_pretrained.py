@@ -57,6 +57,14 @@ def a_photo():
     return np.uint8(255 * np.stack([np.sin(6 * x) ** 2, np.cos(4 * y) ** 2, x * y], axis=-1))
 
 
+def test_help_says_keep_conv_does_not_apply_inside_vgg16(tmp_path):
+    result = run_script("visualize_convnets.py", ["--help"], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "does not apply inside VGG16's blocks" in " ".join(result.stdout.split())
+    assert "--pretrained-weights FILE" in result.stdout and "--fine-tune-from LAYER" in result.stdout
+
+
 # --------------------------------------------------------------------------- the weights, against Keras
 
 @pytest.mark.parametrize("layout", ["legacy", "keras3"])
