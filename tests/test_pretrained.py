@@ -6,13 +6,17 @@ published legacy HDF5 layout (Keras's legacy writer) and in Keras 3's, once per 
 independent reference: its own VGG16 on the same file and picture gives the block5_conv3 output the graph's
 conv5_3 must equal.
 """
+import json
 import os
 import shutil
 
 import h5py
 import imageio.v3 as iio
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from keras.src.legacy.saving import legacy_h5_format
 from conftest import REPO, run_script, short_training_run
 from helpers import HEADER, checkpoint_tensor, newest_checkpoint, one_line
 import architecture
@@ -28,8 +32,6 @@ REAL_PHOTOS = os.path.join(os.path.dirname(REPO), "shared", "realpets", "images"
 @pytest.fixture(scope="session")
 def weight_files(tmp_path_factory):
     """``{format: path}`` of random VGG16 weights written by Keras (both formats), and Keras's VGG19 (legacy)."""
-    import keras
-    from keras.src.legacy.saving import legacy_h5_format
     folder = tmp_path_factory.mktemp("weights")
     model = keras.applications.VGG16(weights=None, include_top=False)
     paths = {"legacy": folder / pretrained.PUBLISHED_FILE, "keras3": folder / "vgg16_notop.weights.h5",
@@ -69,7 +71,6 @@ def test_help_says_keep_conv_does_not_apply_inside_vgg16(tmp_path):
 
 @pytest.mark.parametrize("layout", ["legacy", "keras3"])
 def test_conv5_3_equals_keras_block5_conv3_for_either_weights_format(weight_files, layout):
-    import keras
     photo = a_photo().astype(np.float32)
     params = pretrained.load(str(weight_files[layout]))
     ours = feature_maps.FeatureMaps(SIDE, VGG16)(VGG16.prepare(photo, None), params, ["conv5_3"])["conv5_3"]
@@ -166,7 +167,6 @@ def test_a_pretrained_run_trains_the_head_alone(vgg_runs, weight_files):
 
 def test_adam_keeps_no_moments_for_frozen_layers(vgg_runs):
     head_only, _ = vgg_runs
-    import tensorflow as tf
     names = tf.train.load_checkpoint(str(newest_checkpoint(head_only))).get_variable_to_shape_map()
 
     assert [name for name in names if name.startswith("conv") and "Adam" in name] == []
@@ -185,7 +185,6 @@ def test_resuming_with_fine_tune_from_conv5_1_changes_conv5_alone(vgg_runs, weig
 
 def test_fine_tuning_is_recorded_per_segment(vgg_runs):
     _, tuned = vgg_runs
-    import json
     segments = json.loads((tuned.checkpoint_dir / "run.json").read_text())["segments"]
 
     assert [segment.get("fine_tune_from") for segment in segments] == [None, "conv5_1"]
@@ -193,7 +192,6 @@ def test_fine_tuning_is_recorded_per_segment(vgg_runs):
 
 def test_later_snapshots_hold_the_layers_that_trained_and_the_first_holds_all(vgg_runs):
     _, tuned = vgg_runs
-    import tensorflow as tf
     snapshots = sorted((tuned.checkpoint_dir / "snapshots").glob("filters-*.index"),
                        key=lambda path: int(path.stem.split("-")[1]))
     held = [{name.split("/")[0] for name in tf.train.load_checkpoint(str(path.with_suffix("")))
