@@ -538,6 +538,7 @@ class RunFolder:
             self.all_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in trainable])
         self.checkpoint_bytes = variable_bytes(graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES))
         self.snapshot_bytes = variable_bytes(snapshot_variables)
+        self.first_snapshot_bytes = variable_bytes(first_snapshot_variables or snapshot_variables)
         self.minutes = checkpoint_minutes
 
     def resume(self, session):
@@ -590,7 +591,7 @@ class RunFolder:
         filter_gif.py."""
         self.check_finite(session, step)  # a snapshot of NaN weights would blank every GIF frame
         folder = snapshot_dir(self.checkpoint_dir)
-        with saving("a filter snapshot", folder, self.snapshot_bytes):
+        with saving("a filter snapshot", folder, self.first_snapshot_bytes if first else self.snapshot_bytes):
             (self.first_snapshot_saver if first else self.snapshot_saver).save(session, os.path.join(folder, SNAPSHOT_NAME), global_step=step,
                                      write_meta_graph=False, write_state=False)
 
