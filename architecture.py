@@ -24,7 +24,10 @@ Layer = collections.namedtuple("Layer", "name kind channels")  # kind: CONV or P
 
 CONV, POOL = "conv", "pool"
 CENTRED = "centred"  # an image is prepared by subtracting the training set's mean image
-PREPARATIONS = (CENTRED,)
+VGG16 = "vgg16"  # as Keras's VGG16 preprocess_input prepares it: RGB to BGR, minus ImageNet's channel means
+PREPARATIONS = (CENTRED, VGG16)
+IMAGENET_MEANS_BGR = (103.939, 116.779, 123.68)  # Keras's imagenet_utils, mode "caffe"
+PRETRAINED = (VGG16,)  # the Keras applications whose trained weights a network can start from
 INPUT_CHANNELS = 3  # RGB
 LAYER_NAME = {CONV: re.compile(r"conv[0-9A-Za-z_]+"), POOL: re.compile(r"pool[0-9A-Za-z_]+")}
 VIEWS = {
@@ -37,8 +40,9 @@ VIEWS = {
 class Network:
     """A convnet: conv and pool layers in order, then fc1 and a softmax, and the layers its views draw."""
 
-    def __init__(self, name, layers, fc_units, views, preparation=CENTRED, pool_dropout=True):
+    def __init__(self, name, layers, fc_units, views, preparation=CENTRED, pool_dropout=True, pretrained=None):
         self.name = name
+        self.pretrained = pretrained  # the Keras application whose weights its conv layers start from, or None
         self.layers = tuple(Layer(*layer) for layer in layers)
         self.fc_units = fc_units
         self.views = dict(views)
@@ -60,6 +64,15 @@ class Network:
     def first_conv(self):
         """The layer whose kernels see the RGB image: filter GIFs draw them in colour."""
         return self.conv_layers[0]
+
+    def trained_layers(self, fine_tune_from=None):
+        """The conv layers a training step changes: every one of a network trained from scratch; of a pretrained
+        one, none (its conv layers frozen, the article's "learn only the last layer's weights") or
+        ``fine_tune_from`` and those above it."""
+        convs = self.conv_layers
+        if self.pretrained is None:
+            return convs
+        return convs[convs.index(fine_tune_from):] if fine_tune_from else []
 
     def layer(self, name):
         return self.layers[self.layer_names.index(name)]
@@ -121,11 +134,16 @@ class Network:
 
     def prepare(self, pictures, mean_image):
         """Pictures (numpy or TensorFlow, 0..255 RGB) as the network takes them: the training mean image
-        subtracted, as training centred its data."""
+        subtracted, as training centred its data; for VGG16 as ImageNet training prepared them (Keras's
+        preprocess_input: BGR, ImageNet's channel means subtracted), the mean image unused."""
+        if self.preparation == VGG16:
+            return pictures[..., ::-1] - IMAGENET_MEANS_BGR
         return pictures - mean_image
 
     def photos(self, inputs, mean_image):
         """Prepared inputs back as the photos they were made from (``prepare`` undone)."""
+        if self.preparation == VGG16:
+            return (inputs + IMAGENET_MEANS_BGR)[..., ::-1]
         return inputs + mean_image
 
     @staticmethod
@@ -137,8 +155,10 @@ class Network:
 
     def record(self):
         """The description as JSON-ready values: what a run records and ``--network`` reads."""
-        return {"name": self.name, "layers": [list(layer) for layer in self.layers], "fc_units": self.fc_units,
-                "views": self.views, "preparation": self.preparation, "pool_dropout": self.pool_dropout}
+        record = {"name": self.name, "layers": [list(layer) for layer in self.layers], "fc_units": self.fc_units,
+                  "views": self.views, "preparation": self.preparation, "pool_dropout": self.pool_dropout}
+        # Only where set: the records of networks trained from scratch stay as runs before it wrote them.
+        return {**record, "pretrained": self.pretrained} if self.pretrained else record
 
     def __eq__(self, other):
         return isinstance(other, Network) and self.record() == other.record()
@@ -176,6 +196,9 @@ class Network:
         if self.preparation not in PREPARATIONS:
             raise ValueError(f"network {self.name!r}: preparation {self.preparation!r} is not one of "
                              f"{', '.join(PREPARATIONS)}")
+        if self.pretrained is not None and self.pretrained not in PRETRAINED:
+            raise ValueError(f"network {self.name!r}: pretrained {self.pretrained!r} is not one of "
+                             f"{', '.join(PRETRAINED)}")
         self.check_views()
 
     def check_views(self):
@@ -207,7 +230,7 @@ def from_record(record):
     if not isinstance(record, dict):
         raise ValueError("a network description is a JSON object")
     missing = {"name", "layers", "fc_units", "views"} - set(record)
-    unknown = set(record) - {"name", "layers", "fc_units", "views", "preparation", "pool_dropout"}
+    unknown = set(record) - {"name", "layers", "fc_units", "views", "preparation", "pool_dropout", "pretrained"}
     if missing or unknown:
         raise ValueError("a network description needs name, layers, fc_units and views (and may have preparation "
                          "and pool_dropout); " + (f"missing {', '.join(sorted(missing))}" if missing else
@@ -216,7 +239,7 @@ def from_record(record):
     if not isinstance(layers, list) or not all(isinstance(layer, list) and len(layer) == 3 for layer in layers):
         raise ValueError("a network's layers are a list of [name, kind, channels]")
     return Network(record["name"], layers, record["fc_units"], record["views"],
-                   record.get("preparation", CENTRED), record.get("pool_dropout", True))
+                   record.get("preparation", CENTRED), record.get("pool_dropout", True), record.get("pretrained"))
 
 
 TUTORIAL = Network(
@@ -225,6 +248,31 @@ TUTORIAL = Network(
             ("conv2_1", CONV, 64), ("conv2_2", CONV, 64), ("pool2", POOL, None)],
     fc_units=512,
     views={"filters": ["conv1_1", "conv1_2", "conv2_2"], "features": ["conv1_2", "conv2_2"], "explained": "conv2_2"})
+
+
+def vgg16_layers():
+    """VGG16's thirteen 3x3 conv layers in five blocks, each block closed by a 2x2 max pool."""
+    layers = []
+    for block, (convs, channels) in enumerate([(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)], start=1):
+        layers += [(f"conv{block}_{index}", CONV, channels) for index in range(1, convs + 1)]
+        layers.append((f"pool{block}", POOL, None))
+    return layers
+
+
+# VGG16's conv stack (Simonyan and Zisserman; Keras's keras.applications.VGG16 without its top), the tutorial's
+# head on it. Keras's pools are VALID, these SAME: the same maps wherever a pool's input side is even (an
+# --image-size that is a multiple of 32). No dropout inside VGG's blocks: ImageNet training had none there.
+VGG16_NETWORK = Network(
+    "vgg16", layers=vgg16_layers(), fc_units=512,
+    views={"filters": ["conv1_1", "conv2_1"], "features": ["conv1_2", "conv3_3", "conv5_3"], "explained": "conv5_3"},
+    preparation=VGG16, pool_dropout=False, pretrained=VGG16)
+PRETRAINED_NETWORKS = {VGG16: VGG16_NETWORK}
+
+
+def keras_layer(layer):
+    """The name Keras's VGG16 gives a conv layer: conv5_3 is block5_conv3."""
+    block, index = layer[len(CONV):].split("_")
+    return f"block{block}_conv{index}"
 
 
 def of_run(run):

@@ -25,13 +25,32 @@ v1 = tf.compat.v1
 
 # --------------------------------------------------------------------------- snapshots
 
-def read_conv_params(prefix, network):
-    """``{layer: (weights, biases)}`` of a checkpoint's conv layers, or None while it is missing or half-written."""
+def read_conv_params(prefix, network, frozen=None):
+    """``{layer: (weights, biases)}`` of a checkpoint's conv layers, or None while it is missing or half-written.
+
+    A snapshot of a pretrained network holds the layers that train; the frozen ones it lacks come from
+    ``frozen`` (``{layer: (weights, biases)}`` of the run's first snapshot, which holds them all), or from
+    ``frozen()`` where it is a function that reads them."""
     names = {layer: architecture.checkpoint_names(layer) for layer in network.conv_layers}
-    tensors = run_folder.read_tensors(prefix, [name for pair in names.values() for name in pair])
+    held = run_folder.variable_names(prefix)
+    if held is None:
+        return None
+    missing = [layer for layer, pair in names.items() if not set(pair) <= held]
+    params = {} if not missing or frozen is None else (frozen() if callable(frozen) else frozen)
+    if any(layer not in (params or {}) for layer in missing):
+        return None
+    tensors = run_folder.read_tensors(prefix, [name for layer, pair in names.items() if layer not in missing
+                                               for name in pair])
     if tensors is None:
         return None
-    return {scope: (tensors[weights], tensors[biases]) for scope, (weights, biases) in names.items()}
+    return {scope: params[scope] if scope in missing else (tensors[weights], tensors[biases])
+            for scope, (weights, biases) in names.items()}
+
+
+def first_snapshot_params(checkpoint_dir, network):
+    """The conv layers of the run's first snapshot (which holds every layer, frozen ones too), or None."""
+    found = run_folder.find_snapshots(checkpoint_dir)
+    return read_conv_params(found[0][1], network) if found else None
 
 
 def no_snapshots(checkpoint_dir, readable=""):
@@ -61,9 +80,15 @@ def every_kth(found, every):
 
 def read_snapshots(checkpoint_dir, found, network):
     """``[(step, params)]`` of the ``found`` snapshots that read; unreadable ones are skipped with a warning."""
-    snapshots, skipped = [], []
+    snapshots, skipped, first = [], [], {}
+
+    def frozen():  # read once, and only for a snapshot that lacks a layer
+        if "params" not in first:
+            first["params"] = first_snapshot_params(checkpoint_dir, network)
+        return first["params"]
+
     for step, prefix in found:
-        params = read_conv_params(prefix, network)
+        params = read_conv_params(prefix, network, frozen)
         if params is None:
             skipped.append(os.path.basename(prefix))
         else:
@@ -77,12 +102,12 @@ def read_snapshots(checkpoint_dir, found, network):
 
 def newest_params(checkpoint_dir, network):
     """``(step, params)`` of the newest full checkpoint that reads, else of the newest snapshot that reads."""
-    # A live run may be pruning its checkpoints while they are read.
+    # A live run may be pruning its checkpoints while they are read; a full checkpoint holds every layer.
     found = run_folder.newest_readable(checkpoint_dir, lambda prefix: read_conv_params(prefix, network))
     if found:
         return found[0], found[2]
     for step, prefix in run_folder.find_snapshots(checkpoint_dir)[::-1]:
-        params = read_conv_params(prefix, network)
+        params = read_conv_params(prefix, network, lambda: first_snapshot_params(checkpoint_dir, network))
         if params is not None:
             print(f"No readable full checkpoint: feature maps from the snapshot of step {step}", file=sys.stderr)
             return step, params

@@ -8,6 +8,7 @@ last inputs as .npy.
 """
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -29,6 +30,9 @@ v1 = tf.compat.v1
 COLOR_CORRELATION_SQRT = np.float32([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_CORRELATION_SQRT /= np.linalg.norm(COLOR_CORRELATION_SQRT, axis=0).max()
 DEAD_GREY = 128
+# A layer wider than this (VGG16's 128 to 512) shows its first FEW_CHANNELS by default: each channel is one input
+# through every layer below it, and on a CPU VGG16's conv5_3 costs seconds per channel and snapshot.
+MANY_CHANNELS, FEW_CHANNELS = 64, 16
 
 
 def add_arguments(parser):
@@ -43,10 +47,14 @@ def add_arguments(parser):
     parser.add_argument("--feature-vis-jitter", type=int, default=None,
                         help="largest random shift of the input each step, in pixels (default: image size / 16)")
     parser.add_argument("--feature-vis-seed", type=int, default=0, help="seeds the starting noise and the jitter")
+    parser.add_argument("--feature-vis-channels", type=int, default=None, metavar="N",
+                        help=f"the layer's first N channels (default: all of a layer of at most {MANY_CHANNELS}, "
+                             f"else {FEW_CHANNELS}: VGG16's deep layers cost seconds per channel and snapshot on a "
+                             f"CPU)")
 
 
 def validate(args):
-    cli.require_at_least_one(args, ("feature_vis_first_steps", "feature_vis_steps"))
+    cli.require_at_least_one(args, ("feature_vis_first_steps", "feature_vis_steps", "feature_vis_channels"))
     if not args.feature_vis_lr > 0:
         raise cli.UsageError(f"--feature-vis-lr must be positive, got {args.feature_vis_lr}")
     if args.feature_vis_jitter is not None and args.feature_vis_jitter < 0:
@@ -70,8 +78,8 @@ class FeatureVis:
     so each snapshot starts from the previous one's result.
     """
 
-    def __init__(self, layer, image_size, mean_image, network, learning_rate, seed):
-        channels = network.channels(layer)
+    def __init__(self, layer, image_size, mean_image, network, learning_rate, seed, channels=None):
+        channels = shown_channels(network.channels(layer), channels)
         scale = fourier_scale(image_size)
         # Every channel starts from the same noise, so tiles differ through the weights alone.
         noise = np.random.default_rng(seed).normal(0, 0.01, (1, 2, 3) + scale.shape).astype(np.float32)
@@ -90,22 +98,22 @@ class FeatureVis:
             self.inputs = network.prepare(self.pixels, mean_image)
             # Weight placeholders, as FeatureMaps has, so optimise() can feed any snapshot's weights.
             layers, _ = vc.conv_stack(shifted, network, feature_maps.weight_placeholders(self.params))
-            own_mean = self.objective(layers, network.layer_input(layer), layer, shifted)
-            self.peak = tf.reduce_max(layers[layer], axis=[0, 1, 2])  # each channel over every input
+            own_mean = self.objective(layers, network.layer_input(layer), layer, shifted, channels)
+            self.peak = tf.reduce_max(layers[layer][..., :channels], axis=[0, 1, 2])  # each channel, every input
             self.ascend = v1.train.AdamOptimizer(learning_rate).minimize(-tf.reduce_sum(own_mean),
                                                                          var_list=[self.spectrum])
             initialise = v1.global_variables_initializer()
         self.session = v1.Session(graph=self.graph)
         self.session.run(initialise)
 
-    def objective(self, layers, below, layer, images):
+    def objective(self, layers, below, layer, images, channels):
         """Input c's objective: channel c's mean before its ReLU (so a channel that is negative everywhere
         still gets a gradient), [c]. Only that channel is computed for that input: the layer's other
         channels, c - 1 of every c it would compute, are not needed, so the ascent skips them. ``below``
-        is the layer before (None: the layer takes the images)."""
+        is the layer before (None: the layer takes the images); ``channels`` the first channels shown."""
         below = layers[below] if below else images  # the layer's input
         weights, biases = self.params[layer]
-        return tf.reduce_mean(own_channel_maps(below, weights), axis=[1, 2]) + biases
+        return tf.reduce_mean(own_channel_maps(below, weights[..., :channels]), axis=[1, 2]) + biases[:channels]
 
     def optimise(self, params, steps, jitter, rng):
         """``(raw pixels [c, s, s, 3], network inputs, dead channels)`` after ``steps`` more ascent steps."""
@@ -116,6 +124,14 @@ class FeatureVis:
         del feed[self.shift]
         pixels, inputs, peak = self.session.run([self.pixels, self.inputs, self.peak], feed)
         return pixels, inputs, np.flatnonzero(peak <= 0)
+
+
+def shown_channels(available, asked=None):
+    """How many of a layer's channels feature visualisation shows: ``asked`` (at most all), else all of a narrow
+    layer and the first few of a wide one."""
+    if asked is not None:
+        return min(asked, available)
+    return available if available <= MANY_CHANNELS else FEW_CHANNELS
 
 
 def own_channel_maps(inputs, weights):
@@ -141,15 +157,18 @@ def feature_vis_gifs(args, snapshots, image_size, mean_image, network):
     os.makedirs(args.out, exist_ok=True)
     written = []
     for layer in args.feature_vis:
-        vis = FeatureVis(layer, image_size, mean_image, network, args.feature_vis_lr, args.feature_vis_seed)
+        vis = FeatureVis(layer, image_size, mean_image, network, args.feature_vis_lr, args.feature_vis_seed,
+                         args.feature_vis_channels)
         rng = np.random.default_rng(args.feature_vis_seed)
-        frames = []
+        frames, started = [], time.monotonic()
         with Progress(snapshots, desc=f"{layer} feature vis", unit="snapshot") as progress:
             for index, (step, params) in enumerate(progress):
                 progress.set_postfix_str(f"step {step}", refresh=False)
                 steps = args.feature_vis_first_steps if index == 0 else args.feature_vis_steps
                 pixels, inputs, dead = vis.optimise(params, steps, jitter, rng)
                 frames.append(feature_vis_frame(layer, step, pixels, dead))
+        print(f"{layer}: {len(pixels)} of {network.channels(layer)} channels, "
+              f"{(time.monotonic() - started) / len(snapshots):.1f} s per snapshot", flush=True)
         if len(dead):
             print(f"{layer}: {len(dead)} dead channel(s) at step {step}, zero for every input tried: "
                   f"{' '.join(map(str, dead))}", file=sys.stderr)

@@ -158,6 +158,14 @@ def read_tensors(prefix, names):
         return None
 
 
+def variable_names(prefix):
+    """The set of variable names a checkpoint holds, or None while it is missing, damaged or half-written."""
+    try:
+        return set(tf.train.load_checkpoint(prefix).get_variable_to_shape_map())
+    except UNREADABLE:
+        return None
+
+
 def remove_checkpoint(prefix):
     """A checkpoint's index and data files."""
     folder, name = os.path.split(prefix)
@@ -540,13 +548,15 @@ class RunFolder:
     # ----------------------------------------------------------------- with the graph
 
     def attach(self, graph, run, mean_image, snapshot_variables, keep_checkpoints, checkpoint_minutes,
-               segment=None, optional_variables=()):
+               segment=None, optional_variables=(), first_snapshot_variables=None):
         """Add the savers to ``graph`` (call it inside ``graph.as_default()``): full checkpoints of every
         variable, the run's description among them, and snapshots of ``snapshot_variables``.
 
         ``segment``: the settings of this process's part of the run that may differ between parts (its
         precision), recorded in run.json from the step it resumes at. ``optional_variables``: state a
-        checkpoint of another segment may lack (a loss scale), started afresh then.
+        checkpoint of another segment may lack (a loss scale, a layer's Adam moments), started afresh then.
+        ``first_snapshot_variables``: what the run's first snapshot holds, where it is more than the later ones
+        (a pretrained network's frozen layers).
         """
         self.check_same_run(run)
         self.run, self.mean_image = run, mean_image
@@ -562,11 +572,14 @@ class RunFolder:
         # Relative paths in the state file keep the folder valid when moved or mounted elsewhere.
         self.saver = v1.train.Saver(max_to_keep=keep_checkpoints, save_relative_paths=True, name="full_saver")
         self.snapshot_saver = v1.train.Saver(snapshot_variables, max_to_keep=None, name="snapshot_saver")
+        self.first_snapshot_saver = self.snapshot_saver if first_snapshot_variables is None else \
+            v1.train.Saver(first_snapshot_variables, max_to_keep=None, name="first_snapshot_saver")
         with tf.name_scope("finite_check"):
             trainable = graph.get_collection(v1.GraphKeys.TRAINABLE_VARIABLES)
             self.all_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in trainable])
         self.checkpoint_bytes = variable_bytes(graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES))
         self.snapshot_bytes = variable_bytes(snapshot_variables)
+        self.first_snapshot_bytes = variable_bytes(first_snapshot_variables or snapshot_variables)
         self.minutes = checkpoint_minutes
 
     def resume(self, session):
@@ -614,12 +627,13 @@ class RunFolder:
         self.saved_step, self.saved_path, self.last_save = step, path, time.monotonic()
         print(f"Saved checkpoint {path}", flush=True)
 
-    def save_snapshot(self, session, step):
-        """Write ``snapshots/filters-<step>``, the conv layers alone, for filter_gif.py."""
+    def save_snapshot(self, session, step, first=False):
+        """Write ``snapshots/filters-<step>``, the conv layers alone (the run's ``first`` with every one), for
+        filter_gif.py."""
         self.check_finite(session, step)  # a snapshot of NaN weights would blank every GIF frame
         folder = snapshot_dir(self.checkpoint_dir)
-        with saving("a filter snapshot", folder, self.snapshot_bytes):
-            self.snapshot_saver.save(session, os.path.join(folder, SNAPSHOT_NAME), global_step=step,
+        with saving("a filter snapshot", folder, self.first_snapshot_bytes if first else self.snapshot_bytes):
+            (self.first_snapshot_saver if first else self.snapshot_saver).save(session, os.path.join(folder, SNAPSHOT_NAME), global_step=step,
                                      write_meta_graph=False, write_state=False)
 
     def last_saved(self):

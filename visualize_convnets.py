@@ -30,6 +30,7 @@ import cli
 import drawing
 import files
 import imFunctions as imf
+import pretrained
 import resources
 import run_folder
 import tf_start
@@ -54,7 +55,9 @@ def build_parser():
     parser.add_argument("--epochs", type=int, default=400, help="total epochs; a resumed run continues up to it")
     parser.add_argument("--batch-size", type=int, default=10, help="images per training step")
     parser.add_argument("--learning-rate", type=float, default=1e-5, help="Adam's learning rate")
-    parser.add_argument("--keep-conv", type=float, default=0.2, help="dropout keep rate after each pool (keepRate1)")
+    parser.add_argument("--keep-conv", type=float, default=0.2,
+                        help="dropout keep rate after each pool (keepRate1); it does not apply inside VGG16's blocks "
+                             "(--pretrained), which ImageNet trained without dropout")
     parser.add_argument("--keep-fc", type=float, default=0.5, help="dropout keep rate after fc1 (keepRate2)")
     parser.add_argument("--test-fraction", type=float, default=0.15, help="share of each breed held out for test")
     parser.add_argument("--image-size", type=int, default=224, help="side of the square images fed to the net")
@@ -81,10 +84,22 @@ def build_parser():
                              "with tensor cores, bfloat16 on a CPU with AVX512_BF16 or AMX, else float32 and a "
                              "warning); a run may resume with or without it")
     parser.add_argument("--augment", nargs="?", const=",".join(augmentation.NAMES), default=None,
-                        metavar="flip,crop,rotate", help=augmentation.HELP)
+                        metavar="flip,crop,rotate", help=augmentation.HELP.replace("%", "%%"))  # argparse's format
     parser.add_argument("--network", default=None, metavar="FILE",
                         help="a JSON description of another network to train (architecture.py says its form; "
                              "default: the resumed run's, else the tutorial's)")
+    parser.add_argument("--pretrained", default=None, choices=architecture.PRETRAINED,
+                        help="the article's advice for small datasets: VGG16's 13 conv layers with Keras's ImageNet "
+                             "weights, the tutorial's fc1 and softmax on top; images prepared as VGG16 expects (BGR, "
+                             "ImageNet's channel means). The weights are downloaded by Keras into its cache, or "
+                             "read from --pretrained-weights; a resumed run reads them from its checkpoint")
+    parser.add_argument("--pretrained-weights", default=None, metavar="FILE",
+                        help=f"a local copy of Keras's {pretrained.PUBLISHED_FILE} (or the same weights in Keras 3's "
+                             f"format), for a machine without internet")
+    parser.add_argument("--fine-tune-from", default=None, metavar="LAYER",
+                        help="with --pretrained the conv layers are frozen (only fc1 and the softmax learn); this "
+                             "conv layer (e.g. conv5_1) and those above it learn too. A run may resume with or "
+                             "without it: train the head, then resume fine-tuning")
     parser.add_argument("--seed", type=int, default=None,
                         help=f"seeds numpy and the graph, 0..{run_folder.MAX_SEED} (default: the resumed run's, "
                              f"else a random one, saved for resuming)")
@@ -121,6 +136,7 @@ def validate(args):
         raise cli.UsageError(str(error))
     args.augment = augmentation_names(args.augment, args.image_size)
     args.network = read_network(args.network)
+    args.pretrained_params = pretrained_choice(args)
     if args.probe_image and imf.load_image(args.probe_image, 16) is None:
         raise cli.UsageError(f"cannot read --probe-image {cli.shown(args.probe_image)}: "
                              f"{imf.image_problem(args.probe_image) or 'not an image, or damaged'}")
@@ -159,6 +175,34 @@ def read_network(path):
         raise cli.UsageError(f"cannot use --network {cli.shown(path)}: {error}")
 
 
+def pretrained_choice(args):
+    """Checks --pretrained, --pretrained-weights and --fine-tune-from, sets the network of --pretrained, and
+    returns the weights of a local --pretrained-weights file (None: none given), read before anything is
+    written."""
+    if args.pretrained is None:
+        if args.pretrained_weights:
+            raise cli.UsageError("--pretrained-weights needs --pretrained vgg16")
+        return None  # --fine-tune-from is checked against the resumed run's network (fine_tune_layer)
+    if args.network is not None:
+        raise cli.UsageError("--pretrained and --network each choose the network: give one")
+    args.network = architecture.PRETRAINED_NETWORKS[args.pretrained]
+    fine_tune_layer(args.fine_tune_from, args.network)
+    return pretrained.load(args.pretrained_weights, args.pretrained) if args.pretrained_weights else None
+
+
+def fine_tune_layer(layer, network):
+    """--fine-tune-from checked against the network: one of a pretrained network's conv layers."""
+    if layer is None:
+        return None
+    if network.pretrained is None:
+        raise cli.UsageError(f"--fine-tune-from applies to a pretrained network (--pretrained); the {network.name} "
+                             f"network trains every layer")
+    if layer not in network.conv_layers:
+        raise cli.UsageError(f"--fine-tune-from {layer!r} names no conv layer of {network.name}; choose one of "
+                             f"{', '.join(network.conv_layers)}")
+    return layer
+
+
 def check_memory(image_size, batch_size, n_images, network, available=None):
     """Refuse, naming the figures, a run that cannot fit in this machine's memory."""
     parts = resources.memory_estimate(image_size ** 2, batch_size, n_images, network.weight_count(image_size),
@@ -176,6 +220,18 @@ def prepare_data(classes, image_size, test_fraction, data_dir):
             imf.maybeExtract(filename, data_dir=data_dir)
     imf.sortImages(test_fraction, data_dir=data_dir)
     return imf.loadDataset(classes, image_size, data_dir)
+
+
+def prepared_for(network, dataset):
+    """The dataset as ``network`` takes its images. imFunctions centres them by the training mean image, the
+    tutorial's preparation; another (VGG16's) is applied to the photos that centring came from, in place
+    (the mean image is still recorded with the run)."""
+    if network.preparation == architecture.CENTRED:
+        return dataset
+    for images in (dataset.train_x, dataset.test_x):
+        images += dataset.mean_image
+        images[...] = network.prepare(images, dataset.mean_image)
+    return dataset
 
 
 # --------------------------------------------------------------------------- 2. how convolution and pooling work
@@ -295,11 +351,29 @@ def new_conv_variables(layer, kernel_shape):
     return weights, biases
 
 
-def build_convnet(image_size, n_classes, network=architecture.TUTORIAL, augment=None, mean_image=None):
+def pretrained_conv_variables(trained_layers, initial_values):
+    """conv_stack's ``conv_params`` for a pretrained network: variables initialised from placeholders (kept in
+    ``initial_values`` by layer), which a new run feeds with the pretrained weights when it initialises (their
+    default, zeros, serves a run that restores them instead); trainable in ``trained_layers`` alone, so Adam
+    keeps no slots for the frozen ones."""
+    def make(layer, kernel_shape):
+        variables = []
+        for name, shape in zip(architecture.variable_names(layer), (kernel_shape, kernel_shape[-1:])):
+            initial = v1.placeholder_with_default(tf.zeros(shape), shape, name=f"pretrained_{name}")
+            variables.append(tf.Variable(initial, trainable=layer in trained_layers, name=name))
+            initial_values.setdefault(layer, []).append(initial)
+        return tuple(variables)
+    return make
+
+
+def build_convnet(image_size, n_classes, network=architecture.TUTORIAL, augment=None, mean_image=None,
+                  fine_tune_from=None):
     """The placeholders and the network, conv1_1 ... softmax; returns a dict of its tensors by name.
 
     With ``augment`` (--augment's names) the training step's batch is augmented between X and the
-    first conv layer (augmentation.py): X is fed centred, ``mean_image`` restores the photos.
+    first conv layer (augmentation.py): X is fed prepared, ``mean_image`` restores the photos. A
+    pretrained network's conv layers are frozen but from ``fine_tune_from`` on; ``initial_values`` holds
+    the placeholders its pretrained weights are fed to.
     """
     X = v1.placeholder(tf.float32, [None, *network.input_shape(image_size)], name="X")
     Y_ = v1.placeholder(tf.float32, [None, n_classes], name="Y_")
@@ -308,7 +382,10 @@ def build_convnet(image_size, n_classes, network=architecture.TUTORIAL, augment=
     inputs, augmenting, augment_seed = X, None, None
     if augment:
         inputs, augmenting, augment_seed = augmentation.training_inputs(X, network, mean_image, augment)
-    layers, pooled = conv_stack(inputs, network, new_conv_variables, keep_conv=keepRate1)
+    initial_values = {}
+    conv_params = new_conv_variables if network.pretrained is None else \
+        pretrained_conv_variables(network.trained_layers(fine_tune_from), initial_values)
+    layers, pooled = conv_stack(inputs, network, conv_params, keep_conv=keepRate1)
     with tf.name_scope("fc1"):
         flat_size, units = network.fc1_inputs(image_size), network.fc_units
         weights3_1 = tf.Variable(v1.truncated_normal([flat_size, units], stddev=0.1), name="weights3_1")
@@ -322,11 +399,11 @@ def build_convnet(image_size, n_classes, network=architecture.TUTORIAL, augment=
         logits = tf.add(tf.matmul(fc1_drop, weights3_2), biases3_2, name="logits")
         Y = tf.nn.softmax(logits, name="Y")
     return dict(X=X, Y_=Y_, keepRate1=keepRate1, keepRate2=keepRate2, layers=layers, logits=logits, Y=Y,
-                inputs=inputs, augmenting=augmenting, augment_seed=augment_seed)
+                inputs=inputs, augmenting=augmenting, augment_seed=augment_seed, initial_values=initial_values)
 
 
 def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None, precision=tf_start.FLOAT32,
-                network=architecture.TUTORIAL, augment=None, mean_image=None):
+                network=architecture.TUTORIAL, augment=None, mean_image=None, fine_tune_from=None):
     """The tutorial's graph in a new tf.Graph: the convnet (``network``'s layers), its loss, optimiser and
     accuracy, and the summaries; returns a dict of its tensors and ops by name.
 
@@ -337,7 +414,7 @@ def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None, precision=
     with graph.as_default():
         if seed is not None:
             v1.set_random_seed(seed)
-        model = build_convnet(image_size, n_classes, network, augment, mean_image)
+        model = build_convnet(image_size, n_classes, network, augment, mean_image, fine_tune_from)
         loss, accuracy = loss_and_accuracy(model["logits"], model["Y"], model["Y_"])
         global_step = v1.train.get_or_create_global_step()
         train_step, loss_scale = optimiser(loss, learning_rate, global_step,
@@ -346,7 +423,7 @@ def build_graph(image_size, n_classes, learning_rate=1e-5, seed=None, precision=
         summaries, test_summaries = build_summaries(loss, accuracy, filter1_1, network.first_conv)
     return dict(model, graph=graph, loss=loss, accuracy=accuracy, global_step=global_step, train_step=train_step,
                 summaries=summaries, test_summaries=test_summaries, filter1_1=filter1_1, precision=precision,
-                loss_scale=loss_scale, network=network)
+                loss_scale=loss_scale, network=network, trained_layers=network.trained_layers(fine_tune_from))
 
 
 def conv_variable(graph, scope, name):
@@ -356,10 +433,17 @@ def conv_variable(graph, scope, name):
                 if variable.op.name == wanted)
 
 
-def snapshot_variables(graph, network):
-    """The conv layers' weights and biases: all a conv feature map needs."""
-    return [conv_variable(graph, layer, name) for layer in network.conv_layers
+def snapshot_variables(graph, network, layers=None):
+    """The conv layers' weights and biases (of ``layers``, default all): all a conv feature map needs."""
+    return [conv_variable(graph, layer, name) for layer in (network.conv_layers if layers is None else layers)
             for name in architecture.variable_names(layer)]
+
+
+def conv_slots(graph, network):
+    """Adam's moments of the conv layers: a checkpoint of a segment that froze a layer has none for it."""
+    scopes = tuple(f"{layer}/" for layer in network.conv_layers)
+    return [variable for variable in graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES)
+            if variable.op.name.startswith(scopes) and "/Adam" in variable.op.name]
 
 
 # --------------------------------------------------------------------------- 4. loss, optimiser and accuracy
@@ -472,9 +556,11 @@ def write_test_summary(session, model, dataset, test_writer, step, rng):
     run_folder.add_summary(test_writer, summary, step)
 
 
-def take_snapshot(session, folder, probe, train_writer, step):
-    """The conv layers' weights for filter_gif.py, and the probe image's feature maps for TensorBoard."""
-    folder.save_snapshot(session, step)
+def take_snapshot(session, folder, probe, train_writer, step, first=False):
+    """The conv layers' weights for filter_gif.py, and the probe image's feature maps for TensorBoard. The
+    run's first snapshot holds every conv layer; the later ones the layers that train (with a pretrained
+    network), the frozen ones read from the first."""
+    folder.save_snapshot(session, step, first)
     run_folder.add_summary(train_writer, probe.summary(session), step)
 
 
@@ -482,13 +568,18 @@ def take_snapshot(session, folder, probe, train_writer, step):
 
 def train(args, dataset, model, run, folder):
     """Open the session, resume from the latest checkpoint if any, and train. Returns the exit status."""
-    graph = model["graph"]
+    graph, network = model["graph"], model["network"]
     with graph.as_default():
-        folder.attach(graph, run, dataset.mean_image, snapshot_variables(graph, model["network"]),
-                      args.keep_checkpoints, args.checkpoint_minutes, segment=segment(model["precision"], args.augment),
-                      optional_variables=model["loss_scale"])
+        snapshot_layers = layers_ever_trained(network, model["trained_layers"], args.checkpoint_dir)
+        # With every layer frozen a snapshot holds the step alone (a Saver needs a variable): still a GIF frame.
+        snapshot = snapshot_variables(graph, network, snapshot_layers) or [model["global_step"]]
+        folder.attach(graph, run, dataset.mean_image, snapshot,
+                      args.keep_checkpoints, args.checkpoint_minutes,
+                      segment=segment(model["precision"], args.augment, args.fine_tune_from),
+                      optional_variables=model["loss_scale"] + conv_slots(graph, network),
+                      first_snapshot_variables=snapshot_variables(graph, network))
         with v1.Session(config=tf_start.session_config(model["precision"])) as session:
-            session.run(v1.global_variables_initializer())
+            session.run(v1.global_variables_initializer(), pretrained_feed(model, args.pretrained_params))
             restored, step = folder.resume(session)
             train_writer = v1.summary.FileWriter(os.path.join(args.logdir, "train"), graph)
             test_writer = v1.summary.FileWriter(os.path.join(args.logdir, "test"))
@@ -502,7 +593,7 @@ def train(args, dataset, model, run, folder):
                     for writer in (train_writer, test_writer):
                         writer.add_session_log(v1.SessionLog(status=v1.SessionLog.START), step + 1)
                 else:
-                    take_snapshot(session, folder, probe, train_writer, step)
+                    take_snapshot(session, folder, probe, train_writer, step, first=True)
                 try:
                     return run_epochs(args, dataset, model, run["seed"], session, step, folder, probe,
                                       train_writer, test_writer)
@@ -512,10 +603,30 @@ def train(args, dataset, model, run, folder):
                                               f"{folder.last_saved()}") from None
 
 
-def segment(precision, augment):
-    """What this process's part of the run computes in and how it augments: recorded from the step it resumes
-    at, since a run may resume with or without --mixed-precision and --augment."""
-    return {"precision": precision, **({"augment": augment} if augment else {})}
+def segment(precision, augment, fine_tune_from=None):
+    """What this process's part of the run computes in, how it augments and which pretrained layers it
+    fine-tunes: recorded from the step it resumes at, since a run may resume with or without
+    --mixed-precision, --augment and --fine-tune-from."""
+    return {"precision": precision, **({"augment": augment} if augment else {}),
+            **({"fine_tune_from": fine_tune_from} if fine_tune_from else {})}
+
+
+def layers_ever_trained(network, trained_layers, checkpoint_dir):
+    """The conv layers a snapshot holds: those this segment trains and those an earlier one did (run.json's
+    segments), so a layer missing from a snapshot is always at its first snapshot's value."""
+    trained = set(trained_layers)
+    for earlier in run_folder.read_segments(checkpoint_dir):
+        trained.update(network.trained_layers(earlier.get("fine_tune_from")))
+    return [layer for layer in network.conv_layers if layer in trained]
+
+
+def pretrained_feed(model, params):
+    """The feed that initialises a pretrained network's conv variables with its weights (none: the variables
+    get zeros, and a checkpoint restores them)."""
+    if not params:
+        return {}
+    return {initial: value for layer, initials in model["initial_values"].items()
+            for initial, value in zip(initials, params[layer])}
 
 
 def epoch_order(seed, epoch, count):
@@ -651,10 +762,14 @@ def run_the_tutorial(args, folder):
     with its loss, optimiser and summaries, then training and evaluation."""
     run = folder.start(args.classes, args.image_size, args.batch_size, args.seed, args.network)
     network = architecture.of_run(run)
+    fine_tune_layer(args.fine_tune_from, network)
+    if network.pretrained and not folder.checkpoints and args.pretrained_params is None:
+        print(f"Reading Keras's ImageNet weights for {network.name} (downloaded once into Keras's cache)", flush=True)
+        args.pretrained_params = pretrained.load(None, network.pretrained)
     resources.warn_if_short_of_space(args.checkpoint_dir,
                                      3 * 4 * network.weight_count(args.image_size, len(args.classes)),
                                      "a checkpoint")  # the weights and Adam's two slots
-    dataset = prepare_data(args.classes, args.image_size, args.test_fraction, args.data_dir)
+    dataset = prepared_for(network, prepare_data(args.classes, args.image_size, args.test_fraction, args.data_dir))
     if not args.skip_demos:
         image = demo_image(args.data_dir, args.classes[0])
         with files.writing_into(args.figures_dir):  # what a killed run left there is swept first
@@ -671,8 +786,13 @@ def run_the_tutorial(args, folder):
         print(tf_start.precision_line(precision), flush=True)
     if args.augment:
         print(f"Augmenting the training batches: {', '.join(args.augment)}", flush=True)
+    if network.pretrained:
+        trained = network.trained_layers(args.fine_tune_from)
+        print(f"Pretrained {network.name}: " + (f"fine-tuning {', '.join(trained)}, the other conv layers frozen"
+                                                if trained else "its conv layers frozen, fc1 and the softmax learn"),
+              flush=True)
     model = build_graph(args.image_size, dataset.classes, args.learning_rate, run["seed"], precision, network,
-                        args.augment, dataset.mean_image)
+                        args.augment, dataset.mean_image, args.fine_tune_from)
     return train(args, dataset, model, run, folder)
 
 

@@ -42,7 +42,7 @@ class WholeLayerFeatureVis(feature_vis.FeatureVis):
     """The objective before issue 16: the layer's every channel computed for every input, channel c of input c
     kept (the diagonal)."""
 
-    def objective(self, layers, below, layer, images):
+    def objective(self, layers, below, layer, images, channels):
         return tf.linalg.diag_part(tf.reduce_mean(layers[layer].op.inputs[0], axis=[1, 2]))
 
 

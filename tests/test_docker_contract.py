@@ -214,7 +214,7 @@ def test_dockerignore_keeps_outputs_and_caches_out_of_the_context(path):
 @pytest.mark.parametrize("path", ["visualize_convnets.py", "imFunctions.py", "filter_gif.py", "predict.py",
                                   "run_folder.py", "tf_start.py", "cli.py", "files.py", "drawing.py", "progress.py",
                                   "resources.py", "classifier.py", "explain.py", "feature_maps.py", "feature_vis.py",
-                                  "architecture.py", "augmentation.py", "curves.py", "compare_runs.py",
+                                  "architecture.py", "augmentation.py", "curves.py", "compare_runs.py", "pretrained.py",
                                   "requirements.txt", "docker/cuda-constraints.txt", "requirements-notebook.txt",
                                   "visualizing_convnets.ipynb"])
 def test_dockerignore_keeps_what_the_build_copies(path):

@@ -32,7 +32,8 @@ NotebookClient = pytest.importorskip("nbclient", reason=JUPYTER).NotebookClient
 
 NOTEBOOK = os.path.join(REPO, "visualizing_convnets.ipynb")
 DEFAULTS = {"image_size": 224, "epochs": 400, "data_dir": "data", "logdir": "logs", "checkpoint_dir": "checkpoints",
-            "gif_dir": "gifs", "figures_dir": "figures", "augment": None}
+            "gif_dir": "gifs", "figures_dir": "figures", "augment": None, "pretrained": None,
+            "pretrained_weights": None}
 EPOCHS = 2
 
 
@@ -128,7 +129,7 @@ def test_the_first_code_cell_is_tagged_parameters_and_holds_the_tutorials_defaul
     first = next(cell for cell in committed().cells if cell.cell_type == "code")
     assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(first.source).body}
     assert "parameters" in first.metadata.get("tags", [])
-    assert {name: assigned.get(name) for name in DEFAULTS} == DEFAULTS
+    assert {name: assigned[name] for name in DEFAULTS if name in assigned} == DEFAULTS
 
 
 def test_the_notebook_holds_the_tutorials_seven_data_lines():
