@@ -46,7 +46,7 @@ def parse(text):
 
 def augmented(photos, names, seed):
     """``photos`` [n, h, w, 3] (0..255, float) with each of ``names`` drawn per image from ``seed`` [2] (int64)."""
-    count, height, width = tf.shape(photos)[0], photos.shape[1], photos.shape[2]
+    count = tf.shape(photos)[0]
 
     def uniform(index, low=0.0, high=1.0):
         return tf.random.stateless_uniform([count], tf.random.experimental.stateless_fold_in(seed, index),
