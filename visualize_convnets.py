@@ -320,7 +320,7 @@ def demo_augmentation(image, names, seed, figures_dir):
 # --------------------------------------------------------------------------- 3. the convnet
 
 def conv_stack(images, network, conv_params, keep_conv=None):
-    """The network's conv and pool layers, in the tutorial conv1_1 ... pool2 (network.TUTORIAL); returns
+    """The network's conv and pool layers, in the tutorial conv1_1 ... pool2 (architecture.TUTORIAL); returns
     ``{layer: activations}`` and the last output.
 
     A conv layer is a 3x3 SAME convolution and a ReLU; a pool a 2x2 max pool at stride 2, then dropout
@@ -566,8 +566,9 @@ def take_snapshot(session, folder, probe, train_writer, step, first=False):
 
 # --------------------------------------------------------------------------- 6. training
 
-def train(args, dataset, model, run, folder):
-    """Open the session, resume from the latest checkpoint if any, and train. Returns the exit status."""
+def train(args, dataset, model, run, folder, pretrained_params=None):
+    """Open the session, resume from the latest checkpoint if any, and train. Returns the exit status.
+    ``pretrained_params``: a pretrained network's weights for a new run (a resumed one restores them)."""
     graph, network = model["graph"], model["network"]
     with graph.as_default():
         snapshot_layers = layers_ever_trained(network, model["trained_layers"], args.checkpoint_dir)
@@ -579,7 +580,7 @@ def train(args, dataset, model, run, folder):
                       optional_variables=model["loss_scale"] + conv_slots(graph, network),
                       first_snapshot_variables=snapshot_variables(graph, network))
         with v1.Session(config=tf_start.session_config(model["precision"])) as session:
-            session.run(v1.global_variables_initializer(), pretrained_feed(model, args.pretrained_params))
+            session.run(v1.global_variables_initializer(), pretrained_feed(model, pretrained_params))
             restored, step = folder.resume(session)
             train_writer = v1.summary.FileWriter(os.path.join(args.logdir, "train"), graph)
             test_writer = v1.summary.FileWriter(os.path.join(args.logdir, "test"))
@@ -763,9 +764,10 @@ def run_the_tutorial(args, folder):
     run = folder.start(args.classes, args.image_size, args.batch_size, args.seed, args.network)
     network = architecture.of_run(run)
     fine_tune_layer(args.fine_tune_from, network)
-    if network.pretrained and not folder.checkpoints and args.pretrained_params is None:
+    pretrained_params = args.pretrained_params  # read from --pretrained-weights as the flags were checked
+    if network.pretrained and not folder.checkpoints and pretrained_params is None:
         print(f"Reading Keras's ImageNet weights for {network.name} (downloaded once into Keras's cache)", flush=True)
-        args.pretrained_params = pretrained.load(None, network.pretrained)
+        pretrained_params = pretrained.load(None, network.pretrained)
     resources.warn_if_short_of_space(args.checkpoint_dir,
                                      3 * 4 * network.weight_count(args.image_size, len(args.classes)),
                                      "a checkpoint")  # the weights and Adam's two slots
@@ -793,7 +795,7 @@ def run_the_tutorial(args, folder):
               flush=True)
     model = build_graph(args.image_size, dataset.classes, args.learning_rate, run["seed"], precision, network,
                         args.augment, dataset.mean_image, args.fine_tune_from)
-    return train(args, dataset, model, run, folder)
+    return train(args, dataset, model, run, folder, pretrained_params)
 
 
 if __name__ == "__main__":

@@ -198,18 +198,18 @@ class TimedRunFolder(run_folder.RunFolder):
         super().__init__(*folders)
         self.spent = {"checkpoint": [], "snapshot": []}
 
-    def timed(self, part, save, session, step):
+    def timed(self, part, save, session, step, *more):
         started = time.perf_counter()
         try:
-            return save(session, step)
+            return save(session, step, *more)
         finally:
             self.spent[part].append((started, time.perf_counter()))
 
     def save_checkpoint(self, session, step):
         return self.timed("checkpoint", super().save_checkpoint, session, step)
 
-    def save_snapshot(self, session, step):
-        return self.timed("snapshot", super().save_snapshot, session, step)
+    def save_snapshot(self, session, step, first=False):
+        return self.timed("snapshot", super().save_snapshot, session, step, first)
 
 
 class TimedLines(io.StringIO):

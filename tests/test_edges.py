@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO, run_script, training_args
 from helpers import HEADER, as_an_ordinary_user, checkpoint_tensor, hardware_precision, title_strip, unreadable
 
+import architecture
 import classifier
 import filter_gif as fg
 import feature_maps
@@ -171,7 +172,8 @@ def test_filter_gifs_feature_maps_whose_newest_checkpoint_is_pruned_before_they_
         racing_folder, capsys):
     folder, saved = racing_folder
 
-    step, params = feature_maps.newest_params(folder)  # what filter_gif --image draws its per-layer PNGs from
+    # What filter_gif --image draws its per-layer PNGs from.
+    step, params = feature_maps.newest_params(folder, architecture.TUTORIAL)
 
     assert capsys.readouterr().err == ""  # not "No readable full checkpoint: ... from the snapshot"
     assert step == int(saved.rsplit("-", 1)[1])
