@@ -232,8 +232,8 @@ def from_record(record):
     missing = {"name", "layers", "fc_units", "views"} - set(record)
     unknown = set(record) - {"name", "layers", "fc_units", "views", "preparation", "pool_dropout", "pretrained"}
     if missing or unknown:
-        raise ValueError("a network description needs name, layers, fc_units and views (and may have preparation "
-                         "and pool_dropout); " + (f"missing {', '.join(sorted(missing))}" if missing else
+        raise ValueError("a network description needs name, layers, fc_units and views (and may have preparation, "
+                         "pool_dropout and pretrained); " + (f"missing {', '.join(sorted(missing))}" if missing else
                                                    f"unknown {', '.join(sorted(unknown))}"))
     layers = record["layers"]
     if not isinstance(layers, list) or not all(isinstance(layer, list) and len(layer) == 3 for layer in layers):
